@@ -1,0 +1,125 @@
+"""What every adapter is made of: a pure Translator and a Sink that applies its Bundles.
+
+Adapters never touch storage. A translated HL7 message or DICOM study is a FHIR transaction Bundle handed
+to a `Sink`: in-process (`fhir_server.interactions.ingest.InProcessSink`) or a remote FHIR base URL
+(`HttpSink`). Both raise `fhir_server.errors.FhirError` subclasses, so the MLLP and DICOM edges map
+one error tree to ACKs and DIMSE statuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import httpx
+
+from fhir_server.errors import (
+    BadRequest,
+    Conflict,
+    FhirError,
+    Gone,
+    Issue,
+    NotFound,
+    PreconditionFailed,
+    StorageError,
+    Unprocessable,
+)
+
+JsonObject = dict[str, Any]
+
+
+class Sink(Protocol):
+    """Where adapter output goes: the same FHIR interactions an HTTP client would use."""
+
+    async def submit(self, bundle: JsonObject) -> JsonObject:
+        """Apply a `transaction` or `batch` Bundle and return the response Bundle."""
+        ...
+
+    async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
+        """Run a FHIR search and return the `searchset` Bundle (first page; follow `next` via params)."""
+        ...
+
+    async def read(self, resource_type: str, resource_id: str) -> JsonObject | None:
+        """Return the current version, or None when absent or deleted."""
+        ...
+
+
+class AdapterError(Exception):
+    """Base for failures inside an adapter that are not FHIR errors (framing, charset, DIMSE)."""
+
+
+_STATUS_ERRORS: dict[int, type[FhirError]] = {
+    400: BadRequest,
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    412: PreconditionFailed,
+    422: Unprocessable,
+}
+
+
+def error_from_outcome(status: int, body: JsonObject | None) -> FhirError:
+    """Turn a remote server's HTTP status + OperationOutcome back into our error tree."""
+    issues = [
+        Issue(
+            str(i.get("severity", "error")),
+            str(i.get("code", "exception")),
+            str(i.get("diagnostics") or i.get("details", {}).get("text") or ""),
+            tuple(i.get("expression") or ()),
+        )
+        for i in (body or {}).get("issue", [])
+        if isinstance(i, dict)
+    ]
+    message = "; ".join(i.diagnostics for i in issues if i.diagnostics) or f"HTTP {status}"
+    cls = _STATUS_ERRORS.get(status)
+    if cls is None:
+        return StorageError(message, issues)
+    return cls(message, issues)
+
+
+class HttpSink:
+    """A Sink for a remote FHIR server (ours or any other) reached over HTTP."""
+
+    def __init__(self, base_url: str, client: httpx.AsyncClient | None = None) -> None:
+        self._base = base_url.rstrip("/")
+        self._client = client or httpx.AsyncClient(timeout=30.0)
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        headers = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
+        try:
+            return await self._client.request(method, url, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise StorageError(f"FHIR server at {self._base} unreachable: {exc}") from exc
+
+    async def submit(self, bundle: JsonObject) -> JsonObject:
+        resp = await self._send("POST", self._base, json=bundle)
+        if resp.status_code >= 400:
+            raise error_from_outcome(resp.status_code, _json_or_none(resp))
+        result: JsonObject = resp.json()
+        return result
+
+    async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
+        resp = await self._send("GET", f"{self._base}/{resource_type}", params=params)
+        if resp.status_code >= 400:
+            raise error_from_outcome(resp.status_code, _json_or_none(resp))
+        result: JsonObject = resp.json()
+        return result
+
+    async def read(self, resource_type: str, resource_id: str) -> JsonObject | None:
+        resp = await self._send("GET", f"{self._base}/{resource_type}/{resource_id}")
+        if resp.status_code in (404, 410):
+            return None
+        if resp.status_code >= 400:
+            raise error_from_outcome(resp.status_code, _json_or_none(resp))
+        result: JsonObject = resp.json()
+        return result
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _json_or_none(resp: httpx.Response) -> JsonObject | None:
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None

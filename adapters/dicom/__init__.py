@@ -1,0 +1,1 @@
+"""DICOM: DIMSE services and DICOMweb."""

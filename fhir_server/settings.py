@@ -1,0 +1,57 @@
+"""One Settings object for the whole hub, read from `YILIAN_*` environment variables and CLI flags.
+
+Built once in the composition root (`cli.py`) and passed down; nothing reads the environment at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="YILIAN_", extra="ignore")
+
+    # FHIR API
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_path: str = "/fhir"
+    public_base_url: str | None = None  # e.g. https://hub.example.cn/fhir behind a proxy
+    db: Path = Path("data/yilian.db")
+    storage: str = "sqlite"  # sqlite | memory | mongodb
+    mongodb_uri: str | None = None
+    mongodb_database: str = "yilian"
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_bundle_entries: int = 10_000
+    max_json_depth: int = 64
+    default_page_size: int = 20
+    max_page_size: int = 1000
+
+    # HL7 v2 / MLLP
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = 2575  # 0 disables the listener
+    mllp_max_message_bytes: int = 4 * 1024 * 1024
+    mllp_max_connections: int = 256
+    hl7_journal: Path | None = None  # default: beside the database, <db>.hl7-journal.db
+    hl7_default_charset: str = "UNICODE UTF-8"
+    hl7_sender_charsets: dict[str, str] = Field(default_factory=dict)  # sending facility -> MSH-18 default
+    hl7_timezone: str = "Asia/Shanghai"
+
+    # DICOM
+    dicom_host: str = "127.0.0.1"
+    dicom_port: int = 11112  # 0 disables the listener
+    dicom_aet: str = "YILIAN"
+    dicom_storage: Path | None = None  # default: beside the database, <db dir>/dicom
+    dicom_known_aes: dict[str, str] = Field(default_factory=dict)  # calling AE title -> Organization id
+    dicom_move_destinations: dict[str, str] = Field(default_factory=dict)  # AE title -> "host:port"
+    dicom_refuse_unknown_callers: bool = False
+    dicom_duplicate_policy: str = "keep"  # keep | replace
+    dicom_stable_seconds: float = 2.0
+
+    def resolved_journal_path(self) -> Path:
+        return self.hl7_journal or self.db.with_name(self.db.name + ".hl7-journal.db")
+
+    def resolved_dicom_storage(self) -> Path:
+        return self.dicom_storage or self.db.parent / "dicom"

@@ -1,0 +1,1 @@
+"""StructureDefinition validation: structure, cardinality, bindings, invariants."""

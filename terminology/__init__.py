@@ -1,0 +1,1 @@
+"""Terminology service: CodeSystems, ValueSets, ConceptMaps."""
