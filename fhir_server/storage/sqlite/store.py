@@ -1,0 +1,202 @@
+"""SqliteStore: the embedded default backend (one database file, WAL, fsync on commit).
+
+Why the calls run on the event loop thread: a single-row SQLite statement costs microseconds, far less
+than a hop to a worker thread, and one process owns the file. Writers are serialised by an asyncio lock
+around `BEGIN IMMEDIATE ... COMMIT`, which is also what makes conditional create race-free: the search
+and the insert run in one serialised section. Reads use a second connection and see committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_server.errors import StorageError
+from fhir_server.search.ast import SearchQuery
+from fhir_server.storage.protocol import HistoryRequest, NewVersion, SearchPage, StoredVersion
+from fhir_server.storage.sqlite import search as sqlite_search
+from fhir_server.storage.sqlite.history import compile_history
+from fhir_server.storage.sqlite.index import delete_index, write_index
+from fhir_server.storage.sqlite.schema import schema_ddl
+from fhir_server.storage.timestamps import instant_to_us
+
+LOGGER = logging.getLogger(__name__)
+
+_VERSION_COLUMNS = "v.type, v.id, v.version, v.last_updated, v.method, v.body, v.seq"
+
+
+def _row_to_version(row: Sequence[Any]) -> StoredVersion:
+    body = orjson.loads(row[5]) if row[5] is not None else None
+    return StoredVersion(row[0], row[1], row[2], row[3], row[4], body, row[6])
+
+
+def _connect(path: Path | str) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA mmap_size=268435456")
+    return conn
+
+
+class SqliteWriteTransaction:
+    """The serialised write section of one SqliteStore (one `BEGIN IMMEDIATE` transaction)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        return _current(self._conn, resource_type, resource_id)
+
+    async def write_version(self, version: NewVersion) -> StoredVersion:
+        conn = self._conn
+        lu_us = instant_to_us(version.last_updated)
+        row = conn.execute(
+            "SELECT rid FROM resource WHERE type = ? AND id = ?", (version.resource_type, version.id)
+        ).fetchone()
+        if row is None:
+            rid = conn.execute(
+                "INSERT INTO resource (type, id, version, seq, last_updated_us, deleted) VALUES (?, ?, ?, 0, ?, ?)",
+                (version.resource_type, version.id, version.version, lu_us, int(version.body is None)),
+            ).lastrowid
+            assert rid is not None
+        else:
+            rid = row[0]
+        body = orjson.dumps(version.body) if version.body is not None else None
+        seq = conn.execute(
+            "INSERT INTO version (rid, type, id, version, last_updated, last_updated_us, method, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rid,
+                version.resource_type,
+                version.id,
+                version.version,
+                version.last_updated,
+                lu_us,
+                version.method,
+                body,
+            ),
+        ).lastrowid
+        assert seq is not None
+        conn.execute(
+            "UPDATE resource SET version = ?, seq = ?, last_updated_us = ?, deleted = ? WHERE rid = ?",
+            (version.version, seq, lu_us, int(version.body is None), rid),
+        )
+        if row is not None:
+            delete_index(conn, rid)
+        if version.index is not None:
+            write_index(conn, rid, version.index)
+        return StoredVersion(
+            version.resource_type,
+            version.id,
+            version.version,
+            version.last_updated,
+            version.method,
+            version.body,
+            seq,
+        )
+
+    async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
+        return sqlite_search.search_ids(self._conn, query, limit)
+
+
+def _current(conn: sqlite3.Connection, resource_type: str, resource_id: str) -> StoredVersion | None:
+    row = conn.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM resource r JOIN version v ON v.seq = r.seq"
+        " WHERE r.type = ? AND r.id = ?",
+        (resource_type, resource_id),
+    ).fetchone()
+    return _row_to_version(row) if row else None
+
+
+class SqliteStore:
+    """ResourceStore over one SQLite database file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = path
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        if isinstance(self._path, Path) and str(self._path) != ":memory:":
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = _connect(self._path)
+            for ddl in schema_ddl():
+                self._writer.execute(ddl)
+            self._reader = _connect(self._path)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open SQLite database {self._path}: {exc}") from exc
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StorageError("SQLite store is not open")
+        return self._reader
+
+    async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        return _current(self._read, resource_type, resource_id)
+
+    async def current_many(self, refs: Sequence[tuple[str, str]]) -> list[StoredVersion]:
+        out: list[StoredVersion] = []
+        for resource_type, resource_id in refs:
+            found = _current(self._read, resource_type, resource_id)
+            if found is not None:
+                out.append(found)
+        return out
+
+    async def version(self, resource_type: str, resource_id: str, version: int) -> StoredVersion | None:
+        row = self._read.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM version v WHERE v.type = ? AND v.id = ? AND v.version = ?",
+            (resource_type, resource_id, version),
+        ).fetchone()
+        return _row_to_version(row) if row else None
+
+    async def history(self, request: HistoryRequest) -> list[StoredVersion]:
+        sql, params = compile_history(request, columns=_VERSION_COLUMNS, count_only=False)
+        return [_row_to_version(r) for r in self._read.execute(sql, params)]
+
+    async def history_count(self, request: HistoryRequest) -> int:
+        sql, params = compile_history(request, columns=_VERSION_COLUMNS, count_only=True)
+        return int(self._read.execute(sql, params).fetchone()[0])
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return sqlite_search.execute_search(self._read, query)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[SqliteWriteTransaction]:
+        if self._writer is None:
+            raise StorageError("SQLite store is not open")
+        conn = self._writer
+        async with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot start a write transaction: {exc}") from exc
+            try:
+                yield SqliteWriteTransaction(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                conn.execute("ROLLBACK")
+                raise StorageError(f"commit failed: {exc}") from exc
