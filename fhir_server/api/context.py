@@ -1,0 +1,30 @@
+"""What every route needs from the app: the service, the settings, the base URL of this request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from fhir_server.interactions.capabilities import OperationInfo
+from fhir_server.interactions.service import FhirService
+from fhir_server.settings import Settings
+
+
+@dataclass
+class ApiState:
+    service: FhirService
+    settings: Settings
+    operations: list[OperationInfo]
+
+
+def state_of(request: Request) -> ApiState:
+    state: ApiState = request.app.state.fhir
+    return state
+
+
+def base_url(request: Request) -> str:
+    state = state_of(request)
+    if state.settings.public_base_url:
+        return state.settings.public_base_url.rstrip("/")
+    return f"{str(request.base_url).rstrip('/')}{state.settings.base_path}"

@@ -1,0 +1,76 @@
+"""Instance-level routes: read, vread, update, patch, delete, instance history."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server.api.body import read_json, read_json_any
+from fhir_server.api.context import base_url, state_of
+from fhir_server.api.negotiation import check_content_type, negotiate
+from fhir_server.api.responses import json_response, version_headers, write_response
+from fhir_server.interactions import crud
+from fhir_server.interactions.history import history
+
+
+def build_instance_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/{resource_type}/{resource_id}/_history/{version}")
+    async def vread(request: Request, resource_type: str, resource_id: str, version: str) -> Response:
+        neg = negotiate(request)
+        stored = await crud.vread(state_of(request).service, resource_type, resource_id, version)
+        headers = version_headers(stored, base_url(request), location=False)
+        return json_response(stored.body, pretty=neg.pretty, headers=headers)
+
+    @router.get("/{resource_type}/{resource_id}/_history")
+    async def instance_history(request: Request, resource_type: str, resource_id: str) -> Response:
+        neg = negotiate(request)
+        state = state_of(request)
+        await crud.read_any(state.service, resource_type, resource_id)
+        bundle = await history(
+            state.service, resource_type, resource_id, list(request.query_params.multi_items()), base_url=base_url(request)
+        )
+        return json_response(bundle, pretty=neg.pretty)
+
+    @router.get("/{resource_type}/{resource_id}")
+    async def read(request: Request, resource_type: str, resource_id: str) -> Response:
+        neg = negotiate(request)
+        stored = await crud.read(state_of(request).service, resource_type, resource_id)
+        headers = version_headers(stored, base_url(request), location=False)
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match and if_none_match.strip() == headers["ETag"]:
+            return Response(status_code=304, headers=headers)
+        return json_response(stored.body, pretty=neg.pretty, headers=headers)
+
+    @router.put("/{resource_type}/{resource_id}")
+    async def update(request: Request, resource_type: str, resource_id: str) -> Response:
+        neg = negotiate(request)
+        check_content_type(request)
+        state = state_of(request)
+        body = await read_json(request, state.settings.max_body_bytes, state.settings.max_json_depth)
+        result = await crud.update(
+            state.service, resource_type, resource_id, body, if_match=request.headers.get("if-match")
+        )
+        return write_response(result.stored, 201 if result.created else 200, neg, base_url(request))
+
+    @router.patch("/{resource_type}/{resource_id}")
+    async def patch(request: Request, resource_type: str, resource_id: str) -> Response:
+        neg = negotiate(request)
+        check_content_type(request, patch=True)
+        state = state_of(request)
+        operations = await read_json_any(request, state.settings.max_body_bytes)
+        result = await crud.patch(
+            state.service, resource_type, resource_id, operations, if_match=request.headers.get("if-match")
+        )
+        return write_response(result.stored, 200, neg, base_url(request), location=False)
+
+    @router.delete("/{resource_type}/{resource_id}")
+    async def delete(request: Request, resource_type: str, resource_id: str) -> Response:
+        negotiate(request)
+        stored = await crud.delete(state_of(request).service, resource_type, resource_id)
+        headers = {"ETag": f'W/"{stored.version}"'} if stored is not None else {}
+        return Response(status_code=204, headers=headers)
+
+    return router

@@ -1,0 +1,75 @@
+"""System-level routes: CapabilityStatement, batch/transaction, system history and search."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_server.api.body import read_json
+from fhir_server.api.context import base_url, state_of
+from fhir_server.api.negotiation import check_content_type, negotiate
+from fhir_server.api.responses import json_response
+from fhir_server.errors import BadRequest
+from fhir_server.interactions.bundles import batch, transaction
+from fhir_server.interactions.capabilities import capability_statement
+from fhir_server.interactions.history import history
+from fhir_server.interactions.search import search_bundle
+
+
+def build_system_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/metadata")
+    async def metadata(request: Request) -> Response:
+        neg = negotiate(request)
+        state = state_of(request)
+        statement = capability_statement(
+            state.service, base_url=base_url(request), operations=state.operations, instant=state.service.clock()
+        )
+        return json_response(statement, pretty=neg.pretty)
+
+    @router.post("")
+    @router.post("/")
+    async def bundle(request: Request) -> Response:
+        neg = negotiate(request)
+        check_content_type(request)
+        state = state_of(request)
+        body = await read_json(request, state.settings.max_body_bytes, state.settings.max_json_depth)
+        if body.get("resourceType") != "Bundle":
+            raise BadRequest("POST to the base URL needs a Bundle of type batch or transaction", expression="Bundle")
+        kind = body.get("type")
+        return_resources = neg.prefer_return == "representation" and "return=representation" in (
+            request.headers.get("prefer") or ""
+        )
+        if kind == "transaction":
+            result = await transaction(state.service, body, base_url=base_url(request), return_resources=return_resources)
+        elif kind == "batch":
+            result = await batch(state.service, body, base_url=base_url(request), return_resources=return_resources)
+        else:
+            raise BadRequest(f"Bundle.type must be batch or transaction, not {kind!r}", expression="Bundle.type")
+        return json_response(result, pretty=neg.pretty)
+
+    @router.get("/_history")
+    async def system_history(request: Request) -> Response:
+        neg = negotiate(request)
+        state = state_of(request)
+        bundle = await history(state.service, None, None, list(request.query_params.multi_items()), base_url=base_url(request))
+        return json_response(bundle, pretty=neg.pretty)
+
+    @router.get("")
+    @router.get("/")
+    async def system_search(request: Request) -> Response:
+        neg = negotiate(request)
+        state = state_of(request)
+        bundle = await search_bundle(
+            state.service.store,
+            state.service.registry,
+            None,
+            list(request.query_params.multi_items()),
+            base_url=base_url(request),
+            strict=neg.strict,
+        )
+        return json_response(bundle, pretty=neg.pretty)
+
+    return router

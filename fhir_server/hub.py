@@ -1,0 +1,99 @@
+"""open_hub: build the whole FHIR side from Settings (store → registry → validator → service → app → sink).
+
+Part of the composition root, like `cli.py`: the one place that knows every concrete class. Tests and
+adapters use it to get a real hub without the listeners; `yilian serve` adds MLLP and DICOM around it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import cache
+
+from fastapi import FastAPI
+
+from fhir_server.api.app import create_app
+from fhir_server.errors import Issue
+from fhir_server.interactions.ingest import InProcessSink
+from fhir_server.interactions.service import FhirService, Limits
+from fhir_server.model.definitions import resource_types
+from fhir_server.search.extract import extract
+from fhir_server.search.registry import SearchRegistry, build_registry
+from fhir_server.settings import Settings
+from fhir_server.storage.memory.store import MemoryStore
+from fhir_server.storage.protocol import ResourceStore
+from fhir_server.storage.sqlite.store import SqliteStore
+from profiles.validator import Validator, build_validator
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class Hub:
+    settings: Settings
+    store: ResourceStore
+    service: FhirService
+    app: FastAPI
+    sink: InProcessSink
+
+
+def build_store(settings: Settings) -> ResourceStore:
+    if settings.storage == "sqlite":
+        return SqliteStore(settings.db)
+    if settings.storage == "memory":
+        return MemoryStore()
+    if settings.storage == "mongodb":
+        from fhir_server.storage.mongo.store import MongoStore
+
+        if not settings.mongodb_uri:
+            raise ValueError("storage=mongodb needs YILIAN_MONGODB_URI")
+        return MongoStore.from_uri(settings.mongodb_uri, settings.mongodb_database)
+    raise ValueError(f"unknown storage backend {settings.storage!r} (sqlite, memory, mongodb)")
+
+
+@cache
+def shared_validator() -> Validator:
+    """The validator's tables are immutable definitions: build them once per process."""
+    return build_validator()
+
+
+def build_service(settings: Settings, store: ResourceStore, registry: SearchRegistry | None = None) -> FhirService:
+    registry = registry or build_registry()
+    validator = shared_validator()
+
+    def validate(resource: dict[str, object]) -> list[Issue]:
+        return validator.validate(resource)
+
+    return FhirService(
+        store=store,
+        validate=validate,
+        extract=lambda resource: extract(resource, registry),
+        registry=registry,
+        resource_types=resource_types(),
+        limits=Limits(
+            max_bundle_entries=settings.max_bundle_entries,
+            default_page_size=settings.default_page_size,
+            max_page_size=settings.max_page_size,
+        ),
+    )
+
+
+def local_base_url(settings: Settings) -> str:
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    return f"http://{settings.host}:{settings.port}{settings.base_path}"
+
+
+@asynccontextmanager
+async def open_hub(settings: Settings, store: ResourceStore | None = None) -> AsyncIterator[Hub]:
+    store = store or build_store(settings)
+    await store.open()
+    try:
+        service = build_service(settings, store)
+        app = create_app(settings, service)
+        sink = InProcessSink(service, local_base_url(settings))
+        yield Hub(settings=settings, store=store, service=service, app=app, sink=sink)
+    finally:
+        await store.close()

@@ -1,0 +1,182 @@
+"""Single-resource interactions: read, vread, create, update, patch, delete and their conditional forms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonpatch
+
+from fhir_server.errors import BadRequest, Gone, NotFound, PreconditionFailed, Unprocessable
+from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.service import FhirService
+from fhir_server.interactions.write import (
+    WriteResult,
+    check_body,
+    check_type,
+    conditional_target,
+    create_resource,
+    delete_resource,
+    resolve_criteria,
+    write_resource,
+)
+from fhir_server.storage.protocol import StoredVersion
+
+JsonObject = dict[str, Any]
+
+
+async def read(service: FhirService, resource_type: str, resource_id: str) -> StoredVersion:
+    check_type(service, resource_type)
+    found = await service.store.current(resource_type, resource_id)
+    if found is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    if found.deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted (version {found.version})")
+    return found
+
+
+async def read_any(service: FhirService, resource_type: str, resource_id: str) -> StoredVersion:
+    """The current version even if it is a deletion (history of a deleted resource stays readable)."""
+    check_type(service, resource_type)
+    found = await service.store.current(resource_type, resource_id)
+    if found is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    return found
+
+
+async def vread(service: FhirService, resource_type: str, resource_id: str, version: str) -> StoredVersion:
+    check_type(service, resource_type)
+    if not version.isdigit():
+        raise NotFound(f"{resource_type}/{resource_id} has no version '{version}'")
+    found = await service.store.version(resource_type, resource_id, int(version))
+    if found is None:
+        raise NotFound(f"{resource_type}/{resource_id} has no version {version}")
+    if found.deleted:
+        raise Gone(f"{resource_type}/{resource_id} version {version} is a deletion")
+    return found
+
+
+async def create(
+    service: FhirService, resource_type: str, body: JsonObject, *, if_none_exist: str | None = None
+) -> WriteResult:
+    check_type(service, resource_type)
+    check_body(resource_type, body)
+    changes: list[ResourceChanged] = []
+    async with service.store.write() as tx:
+        result = await create_resource(
+            service, tx, resource_type, body, if_none_exist=if_none_exist, changes=changes
+        )
+    await service.events.publish(changes)
+    return result
+
+
+async def update(
+    service: FhirService,
+    resource_type: str,
+    resource_id: str,
+    body: JsonObject,
+    *,
+    if_match: str | None = None,
+) -> WriteResult:
+    check_type(service, resource_type)
+    check_body(resource_type, body)
+    if body.get("id") != resource_id:
+        raise BadRequest(
+            f"The body's id '{body.get('id')}' does not match the URL's id '{resource_id}'",
+            expression=f"{resource_type}.id",
+        )
+    changes: list[ResourceChanged] = []
+    async with service.store.write() as tx:
+        result = await write_resource(
+            service, tx, resource_type, resource_id, body, method="PUT", if_match=if_match, changes=changes
+        )
+    await service.events.publish(changes)
+    return result
+
+
+async def conditional_update(
+    service: FhirService, resource_type: str, criteria: str, body: JsonObject, *, if_match: str | None = None
+) -> WriteResult:
+    check_type(service, resource_type)
+    check_body(resource_type, body)
+    changes: list[ResourceChanged] = []
+    async with service.store.write() as tx:
+        target = await conditional_target(service, tx, resource_type, criteria, body.get("id"))
+        result = await write_resource(
+            service, tx, resource_type, target, body, method="PUT", if_match=if_match, changes=changes
+        )
+    await service.events.publish(changes)
+    return result
+
+
+def apply_patch(current: JsonObject, patch: Any, resource_type: str) -> JsonObject:
+    """Apply a JSON Patch document; the result must stay the same resource (type and id)."""
+    if not isinstance(patch, list):
+        raise BadRequest("A JSON Patch body must be a JSON array of operations")
+    try:
+        patched = jsonpatch.apply_patch(current, patch)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+        raise Unprocessable(f"JSON Patch could not be applied: {exc}") from exc
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BadRequest(f"Malformed JSON Patch: {exc}") from exc
+    if not isinstance(patched, dict):
+        raise Unprocessable("JSON Patch result is not a resource")
+    if patched.get("resourceType") != resource_type or patched.get("id") != current.get("id"):
+        raise Unprocessable("JSON Patch must not change resourceType or id")
+    return patched
+
+
+async def patch(
+    service: FhirService,
+    resource_type: str,
+    resource_id: str | None,
+    operations: Any,
+    *,
+    criteria: str | None = None,
+    if_match: str | None = None,
+) -> WriteResult:
+    check_type(service, resource_type)
+    changes: list[ResourceChanged] = []
+    async with service.store.write() as tx:
+        if criteria is not None:
+            matches = await resolve_criteria(service, tx, resource_type, criteria)
+            if len(matches) != 1:
+                raise PreconditionFailed(
+                    f"Conditional patch criteria '{criteria}' match {len(matches) or 'no'}"
+                    f"{'+' if len(matches) > 1 else ''} {resource_type} (exactly one required)"
+                )
+            resource_id = matches[0][1]
+        assert resource_id is not None
+        current = await tx.current(resource_type, resource_id)
+        if current is None or current.body is None:
+            raise NotFound(f"{resource_type}/{resource_id} does not exist")
+        patched = apply_patch(current.body, operations, resource_type)
+        result = await write_resource(
+            service, tx, resource_type, resource_id, patched, method="PATCH", if_match=if_match, changes=changes
+        )
+    await service.events.publish(changes)
+    return result
+
+
+async def delete(service: FhirService, resource_type: str, resource_id: str) -> StoredVersion | None:
+    check_type(service, resource_type)
+    changes: list[ResourceChanged] = []
+    async with service.store.write() as tx:
+        stored = await delete_resource(service, tx, resource_type, resource_id, changes=changes)
+    await service.events.publish(changes)
+    return stored
+
+
+async def conditional_delete(service: FhirService, resource_type: str, criteria: str) -> StoredVersion | None:
+    check_type(service, resource_type)
+    changes: list[ResourceChanged] = []
+    async with service.store.write() as tx:
+        matches = await resolve_criteria(service, tx, resource_type, criteria)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"Conditional delete criteria '{criteria}' match more than one {resource_type}"
+            )
+        stored = None
+        if matches:
+            stored = await delete_resource(service, tx, resource_type, matches[0][1], changes=changes)
+    await service.events.publish(changes)
+    return stored

@@ -1,0 +1,42 @@
+"""After-commit notifications (subscriptions, audit, outbound HL7). Handlers never fail a committed write."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceChanged:
+    resource_type: str
+    id: str
+    version: int
+    method: str  # POST | PUT | PATCH | DELETE
+    resource: dict[str, Any] | None
+
+
+Handler = Callable[[ResourceChanged], Awaitable[None]]
+
+
+class EventBus:
+    """Explicit registration; a handler registered twice is a wiring bug and raises."""
+
+    def __init__(self) -> None:
+        self._handlers: list[Handler] = []
+
+    def subscribe(self, handler: Handler) -> None:
+        if handler in self._handlers:
+            raise ValueError(f"handler {handler!r} is already subscribed")
+        self._handlers.append(handler)
+
+    async def publish(self, changes: list[ResourceChanged]) -> None:
+        for change in changes:
+            for handler in self._handlers:
+                try:
+                    await handler(change)
+                except Exception:
+                    LOGGER.exception("event handler %r failed for %s/%s", handler, change.resource_type, change.id)

@@ -1,0 +1,44 @@
+"""InProcessSink: the adapters' way in when they run inside the hub process (no HTTP hop).
+
+It satisfies `adapters.base.Sink` structurally; the interactions layer does not import adapters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server.errors import BadRequest, FhirError
+from fhir_server.interactions import crud
+from fhir_server.interactions.bundles import batch, transaction
+from fhir_server.interactions.search import search_bundle
+from fhir_server.interactions.service import FhirService
+
+JsonObject = dict[str, Any]
+
+
+class InProcessSink:
+    def __init__(self, service: FhirService, base_url: str) -> None:
+        self._service = service
+        self._base_url = base_url.rstrip("/")
+
+    async def submit(self, bundle: JsonObject) -> JsonObject:
+        kind = bundle.get("type")
+        if kind == "transaction":
+            return await transaction(self._service, bundle, base_url=self._base_url, return_resources=True)
+        if kind == "batch":
+            return await batch(self._service, bundle, base_url=self._base_url, return_resources=True)
+        raise BadRequest(f"Sink.submit needs a batch or transaction Bundle, not {kind!r}")
+
+    async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
+        return await search_bundle(
+            self._service.store, self._service.registry, resource_type, params, base_url=self._base_url, strict=True
+        )
+
+    async def read(self, resource_type: str, resource_id: str) -> JsonObject | None:
+        try:
+            stored = await crud.read(self._service, resource_type, resource_id)
+        except FhirError as exc:
+            if exc.status in (404, 410):
+                return None
+            raise
+        return stored.body

@@ -1,0 +1,204 @@
+"""The write steps every interaction shares, run inside one serialised write section.
+
+create / update / patch / delete and every transaction entry come down to these functions, so
+If-Match, version numbering, validation and indexing are written once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import parse_qsl
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_server.errors import (
+    BadRequest,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+    UnknownResourceType,
+)
+from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.service import FhirService
+from fhir_server.model.references import is_valid_id
+from fhir_server.search.parse import parse_search
+from fhir_server.storage.protocol import NewVersion, StoredVersion, WriteTransaction
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    stored: StoredVersion
+    created: bool  # 201 rather than 200
+    changed: bool = True  # False when a conditional create found an existing match
+
+
+def check_type(service: FhirService, resource_type: str) -> None:
+    if resource_type not in service.resource_types:
+        raise UnknownResourceType(resource_type)
+
+
+def check_body(resource_type: str, body: JsonObject) -> None:
+    found = body.get("resourceType")
+    if found != resource_type:
+        raise BadRequest(
+            f"resourceType '{found}' in the body does not match the URL's '{resource_type}'",
+            expression=f"{resource_type}.resourceType" if found is None else "resourceType",
+        )
+
+
+def parse_version_tag(value: str) -> int:
+    """`W/"3"`, `"3"` or `3` (If-Match / ETag) → 3."""
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise BadRequest(f"If-Match value {value!r} is not a version ETag like W/\"1\"")
+    return int(text)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def validate_or_raise(service: FhirService, resource: JsonObject) -> None:
+    issues = service.validate(resource)
+    errors = [i for i in issues if i.severity in ("error", "fatal")]
+    if errors:
+        first = errors[0]
+        where = f" at {first.expression[0]}" if first.expression else ""
+        raise Unprocessable(
+            f"{resource.get('resourceType')} failed validation{where}: {first.diagnostics}", issues
+        )
+
+
+async def resolve_criteria(
+    service: FhirService, tx: WriteTransaction, resource_type: str, criteria: str
+) -> list[tuple[str, str]]:
+    """Ids matching conditional criteria (`identifier=sys|val&...`), at most 2 (enough to tell 0/1/many)."""
+    params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+    if not params:
+        raise BadRequest(f"Conditional criteria for {resource_type} are empty")
+    query = parse_search(resource_type, params, service.registry, strict=True)
+    return await tx.search_ids(query, 2)
+
+
+async def write_resource(
+    service: FhirService,
+    tx: WriteTransaction,
+    resource_type: str,
+    resource_id: str,
+    body: JsonObject,
+    *,
+    method: str,
+    if_match: str | None = None,
+    must_exist: bool = False,
+    changes: list[ResourceChanged],
+) -> WriteResult:
+    """Write a new version of `resource_type/resource_id` with `body`; checks, meta, validation, index."""
+    if not is_valid_id(resource_id):
+        raise BadRequest(f"'{resource_id}' is not a valid FHIR id", expression=f"{resource_type}.id")
+    current = await tx.current(resource_type, resource_id)
+    if if_match is not None:
+        expected = parse_version_tag(if_match)
+        if current is None or current.deleted or current.version != expected:
+            have = "none" if current is None or current.deleted else str(current.version)
+            raise PreconditionFailed(
+                f"If-Match W/\"{expected}\" does not match the current version ({have}) of "
+                f"{resource_type}/{resource_id}"
+            )
+    if must_exist and (current is None or current.deleted):
+        raise NotFound(f"{resource_type}/{resource_id} does not exist")
+    version = (current.version + 1) if current is not None else 1
+    meta = dict(body.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = service.clock()
+    # resourceType, id, meta first (as the spec's examples and every client expect), then the client's JSON.
+    resource = {"resourceType": resource_type, "id": resource_id, "meta": meta}
+    resource.update((k, v) for k, v in body.items() if k not in ("resourceType", "id", "meta"))
+    validate_or_raise(service, resource)
+    stored = await tx.write_version(
+        NewVersion(
+            resource_type,
+            resource_id,
+            version,
+            meta["lastUpdated"],
+            method,
+            resource,
+            service.extract(resource),
+        )
+    )
+    changes.append(ResourceChanged(resource_type, resource_id, version, method, resource))
+    return WriteResult(stored, created=current is None or current.deleted)
+
+
+async def delete_resource(
+    service: FhirService,
+    tx: WriteTransaction,
+    resource_type: str,
+    resource_id: str,
+    *,
+    changes: list[ResourceChanged],
+) -> StoredVersion | None:
+    """Write a tombstone version; deleting what is absent or already deleted is a no-op (idempotent)."""
+    current = await tx.current(resource_type, resource_id)
+    if current is None or current.deleted:
+        return None
+    stored = await tx.write_version(
+        NewVersion(resource_type, resource_id, current.version + 1, service.clock(), "DELETE", None, None)
+    )
+    changes.append(ResourceChanged(resource_type, resource_id, stored.version, "DELETE", None))
+    return stored
+
+
+async def create_resource(
+    service: FhirService,
+    tx: WriteTransaction,
+    resource_type: str,
+    body: JsonObject,
+    *,
+    if_none_exist: str | None,
+    changes: list[ResourceChanged],
+    assigned_id: str | None = None,
+) -> WriteResult:
+    """POST semantics: a client `id` is ignored; `If-None-Exist` returns the one match instead."""
+    if if_none_exist:
+        matches = await resolve_criteria(service, tx, resource_type, if_none_exist)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"If-None-Exist criteria '{if_none_exist}' match more than one {resource_type}"
+            )
+        if matches:
+            existing = await tx.current(*matches[0])
+            assert existing is not None
+            return WriteResult(existing, created=False, changed=False)
+    return await write_resource(
+        service,
+        tx,
+        resource_type,
+        assigned_id or new_id(),
+        body,
+        method="POST",
+        changes=changes,
+    )
+
+
+async def conditional_target(
+    service: FhirService, tx: WriteTransaction, resource_type: str, criteria: str, body_id: str | None
+) -> str:
+    """Which id a conditional update writes to: the single match, or a new one (the body's, if given)."""
+    matches = await resolve_criteria(service, tx, resource_type, criteria)
+    if len(matches) > 1:
+        raise PreconditionFailed(f"Conditional criteria '{criteria}' match more than one {resource_type}")
+    if matches:
+        target = matches[0][1]
+        if body_id is not None and body_id != target:
+            raise BadRequest(
+                f"The body's id '{body_id}' differs from the resource matched by '{criteria}' ({target})",
+                expression=f"{resource_type}.id",
+            )
+        return target
+    return body_id or new_id()
+

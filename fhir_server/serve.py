@@ -1,0 +1,33 @@
+"""Run every listener of the hub in one asyncio loop until interrupted (composition root)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import uvicorn
+
+from fhir_server.hub import open_hub
+from fhir_server.settings import Settings
+
+LOGGER = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings) -> None:
+    from adapters.dicom.dicomweb import build_dicomweb_app
+    from adapters.dicom.service import start_dicom
+    from adapters.hl7v2.listener import start_mllp
+
+    async with open_hub(settings) as hub, contextlib.AsyncExitStack() as stack:
+        if settings.mllp_port:
+            mllp = await start_mllp(settings, hub.sink)
+            stack.push_async_callback(mllp.close)
+            LOGGER.info("MLLP listening on %s:%s", settings.mllp_host, mllp.port)
+        if settings.dicom_port:
+            dicom = await start_dicom(settings, hub.sink)
+            stack.push_async_callback(dicom.close)
+            hub.app.mount("/dicomweb", build_dicomweb_app(settings, hub.sink, dicom.instances))
+            LOGGER.info("DICOM %s listening on %s:%s", settings.dicom_aet, settings.dicom_host, dicom.port)
+        LOGGER.info("FHIR API on http://%s:%s%s", settings.host, settings.port, settings.base_path)
+        config = uvicorn.Config(hub.app, host=settings.host, port=settings.port, log_level="warning", lifespan="off")
+        await uvicorn.Server(config).serve()
