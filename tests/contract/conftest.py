@@ -1,0 +1,42 @@
+"""Every storage backend runs the same contract suite: memory (reference), SQLite, MongoDB."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from fhir_server.storage.memory.store import MemoryStore
+from fhir_server.storage.protocol import ResourceStore
+from fhir_server.storage.sqlite.store import SqliteStore
+
+BACKENDS = ["memory", "sqlite", "mongodb"]
+
+
+async def _make(kind: str, tmp_path: Path) -> ResourceStore | None:
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SqliteStore(tmp_path / "contract.db")
+    try:
+        from fhir_server.storage.mongo.store import MongoStore
+    except ImportError:
+        return None
+    uri = os.environ.get("YILIAN_TEST_MONGODB_URI")
+    if uri:
+        return MongoStore.from_uri(uri, f"yilian_test_{os.getpid()}_{tmp_path.name}"[:60])
+    return MongoStore.mongomock()
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ResourceStore]:
+    made = await _make(request.param, tmp_path)
+    if made is None:
+        pytest.skip(f"{request.param} backend not available")
+    await made.open()
+    try:
+        yield made
+    finally:
+        await made.close()
