@@ -1,0 +1,122 @@
+"""`yilian hl7 ...`: list the journal, replay a failed message, send messages to any MLLP endpoint.
+
+These are CLI edges: they print, and return a process exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from adapters.base import HttpSink
+from adapters.hl7v2.client import MllpClientError, send_all
+from adapters.hl7v2.journal import STATUSES, Journal
+from adapters.hl7v2.parse import ParseError, is_batch, split_batch
+from adapters.hl7v2.pipeline import Pipeline
+from fhir_server.settings import Settings
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    hl7 = subparsers.add_parser("hl7", help="HL7 v2: journal, replay, send")
+    sub = hl7.add_subparsers(dest="hl7_command", required=True)
+
+    journal = sub.add_parser("journal", help="list journaled messages")
+    _journal_option(journal)
+    journal.add_argument("--status", choices=STATUSES, help="only entries with this status")
+    journal.add_argument("--limit", type=int, default=50)
+    journal.add_argument("--after", type=int, default=0, help="only entries with id greater than this")
+    journal.set_defaults(func=_journal)
+
+    replay = sub.add_parser("replay", help="re-process a journaled message (after fixing its cause)")
+    replay.add_argument("id", type=int)
+    _journal_option(replay)
+    replay.add_argument("--fhir-base", default="http://127.0.0.1:8080/fhir", help="FHIR server to apply to")
+    replay.set_defaults(func=_replay)
+
+    send = sub.add_parser("send", help="send the messages of a file (single, several, or FHS/BHS batch)")
+    send.add_argument("file", type=Path)
+    send.add_argument("--host", default="127.0.0.1")
+    send.add_argument("--port", type=int, default=2575)
+    send.add_argument("--timeout", type=float, default=30.0)
+    send.set_defaults(func=_send)
+
+
+def _journal_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--journal", type=Path, default=None, help="journal file (default: beside the database)"
+    )
+
+
+def _open(args: argparse.Namespace) -> Journal:
+    path: Path = args.journal or Settings().resolved_journal_path()
+    if not path.exists():
+        raise SystemExit(f"no HL7 journal at {path}")
+    return Journal(path)
+
+
+def _journal(args: argparse.Namespace) -> int:
+    journal = _open(args)
+    try:
+        rows = journal.entries(args.status, args.limit, args.after)
+        print(
+            f"{'id':>7}  {'received':<32} {'status':<9} {'sender':<12} {'control id':<20} {'type':<12} error"
+        )
+        for e in rows:
+            print(
+                f"{e.id:>7}  {e.received_at:<32} {e.status:<9} {e.sending_facility[:12]:<12} "
+                f"{(e.control_id or '-')[:20]:<20} {e.message_type[:12]:<12} {e.error or ''}"
+            )
+        counts = journal.counts()
+        print("totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    finally:
+        journal.close()
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    return asyncio.run(_replay_async(args))
+
+
+async def _replay_async(args: argparse.Namespace) -> int:
+    journal = _open(args)
+    sink = HttpSink(args.fhir_base)
+    try:
+        entry = journal.get(args.id)
+        if entry is None:
+            print(f"no journal entry {args.id}", file=sys.stderr)
+            return 1
+        if entry.status == "applied":
+            print(f"entry {args.id} is already applied; nothing to do")
+            return 0
+        pipeline = Pipeline(Settings(), sink, journal)
+        [outcome] = await pipeline.process_entries([entry])
+        print(f"entry {args.id}: {outcome.status}" + (f" ({outcome.error})" if outcome.error else ""))
+        return 0 if outcome.status == "applied" else 1
+    finally:
+        await sink.aclose()
+        journal.close()
+
+
+def _send(args: argparse.Namespace) -> int:
+    raw = args.file.read_bytes()
+    try:
+        messages = split_batch(raw) if is_batch(raw) or raw.count(b"MSH|") > 1 else [raw]
+    except ParseError as exc:
+        print(f"{args.file}: {exc.reason}", file=sys.stderr)
+        return 2
+    try:
+        answers = asyncio.run(send_all(args.host, args.port, messages, args.timeout))
+    except MllpClientError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    failures = 0
+    for answer in answers:
+        msa = next((seg for seg in answer.split(b"\r") if seg.startswith(b"MSA")), b"MSA|??")
+        code = msa.split(b"|")[1].decode("ascii", "replace") if b"|" in msa else "??"
+        failures += code not in ("AA", "CA")
+        print(answer.decode("utf-8", "replace").replace("\r", "\n").rstrip())
+        print()
+    print(f"{len(messages)} sent, {len(messages) - failures} accepted", file=sys.stderr)
+    return 0 if failures == 0 else 1

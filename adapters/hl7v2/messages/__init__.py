@@ -1,0 +1,1 @@
+"""One module per message structure: Message → transaction Bundle (pure), registered in the router."""

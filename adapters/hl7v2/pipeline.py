@@ -1,0 +1,321 @@
+"""The HL7 v2 ingest pipeline: journal (group fsync) → parse → route → translate → Sink → journal → ACK.
+
+One worker task takes every message that has queued up since its last round (up to `max_batch`), so
+under load many messages share one journal fsync and one store transaction (`coalesce.py`), while a
+quiet link still gets its ACK after a single round trip. Order is arrival order, hence per patient.
+
+Nothing is acknowledged before its journal commit returns. The application ACK goes out only after the
+outcome (status, error, ACK bytes) is journaled too, so a re-sent message is answered with exactly the
+ACK the sender may have missed. At start, entries left `received` by a crash are finished first; an
+entry whose Provenance (deterministic id) already exists was applied before the crash and is only marked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from adapters.base import Sink
+from adapters.hl7v2 import ack as acks
+from adapters.hl7v2.coalesce import groups, merge
+from adapters.hl7v2.journal import Appended, Entry, Journal, NewEntry, Outcome
+from adapters.hl7v2.parse import Message, ParseError, _msh_field_bytes, header_facts, parse
+from adapters.hl7v2.router import Router, build_router
+from adapters.hl7v2.structure import diagnose
+from adapters.hl7v2.transaction import Context, Translation, TranslationError, provenance_id
+from fhir_server.errors import FhirError
+from fhir_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_REJECT_CODES = {"100", "200", "201", "202", "203"}
+
+
+@dataclass
+class Received:
+    """One message in flight; the connection awaits its ACK(s) in order."""
+
+    raw: bytes
+    peer: str
+    received_at: dt.datetime
+    oversize: int = 0
+    commit: asyncio.Future[bytes | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    done: asyncio.Future[bytes | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass
+class _Work:
+    """Per-message state inside one round."""
+
+    entry_id: int
+    raw: bytes
+    header: acks.Header
+    message: Message | None = None
+    translation: Translation | None = None
+    outcome: Outcome | None = None
+    errors: list[acks.ErrorDetail] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        journal: Journal,
+        router: Router | None = None,
+        max_batch: int = 64,
+    ) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.journal = journal
+        self.router = router or build_router()
+        self.max_batch = max_batch
+        self.tz = ZoneInfo(settings.hl7_timezone)
+        self._queue: asyncio.Queue[Received] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.recover()
+        self._worker = asyncio.create_task(self._run(), name="hl7v2-pipeline")
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        while not self._queue.empty():  # never acknowledged: the sender will re-send
+            item = self._queue.get_nowait()
+            for fut in (item.commit, item.done):
+                if not fut.done():
+                    fut.cancel()
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.now(self.tz)
+
+    def submit(self, raw: bytes, peer: str, oversize: int = 0) -> Received:
+        item = Received(raw, peer, dt.datetime.now(self.tz), oversize)
+        self._queue.put_nowait(item)
+        return item
+
+    async def recover(self) -> int:
+        """Finish entries a crash left `received`; returns how many."""
+        pending = await asyncio.to_thread(self.journal.pending)
+        for entry in pending:
+            applied = await self.sink.read(
+                "Provenance", provenance_id(entry.sending_facility, entry.control_id or "")
+            )
+            if applied is not None and entry.control_id:
+                header = acks.Header.from_raw(entry.raw)
+                ack = acks.build(header, "AA", f"YL{entry.id}", now=self._now())
+                await asyncio.to_thread(self.journal.finish, [Outcome(entry.id, "applied", None, ack)])
+                continue
+            await self.process_entries([entry])
+        if pending:
+            log.info("HL7 journal recovery finished %d pending message(s)", len(pending))
+        return len(pending)
+
+    # -- the worker ------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._round(batch)
+            except Exception:  # a bug here must not stop the listener; the messages stay journaled
+                log.exception("HL7 pipeline round failed; %d message(s) left unacknowledged", len(batch))
+                for item in batch:
+                    for fut in (item.commit, item.done):
+                        if not fut.done():
+                            fut.cancel()
+
+    async def _round(self, batch: list[Received]) -> None:
+        news = []
+        for item in batch:
+            facility, control = header_facts(item.raw)
+            mtype = (
+                _msh_field_bytes(item.raw, 9).decode("ascii", "replace")[:20]
+                if item.raw.startswith(b"MSH")
+                else ""
+            )
+            # An oversize or unframed message has no usable control id: journal it without one.
+            news.append(
+                NewEntry(
+                    item.raw,
+                    item.peer,
+                    facility,
+                    None if item.oversize else control or None,
+                    mtype,
+                    item.received_at,
+                )
+            )
+        appended = await asyncio.to_thread(self.journal.append, news)
+        fresh: list[tuple[Received, Appended]] = []
+        for item, app in zip(batch, appended, strict=True):
+            header = acks.Header.from_raw(item.raw)
+            if header.enhanced and acks.wants(header.accept_ack, True):
+                item.commit.set_result(acks.build(header, "CA", f"YLC{app.id}", now=self._now()))
+            else:
+                item.commit.set_result(None)
+            if app.duplicate_of is None:
+                fresh.append((item, app))
+        entries = [
+            Entry(
+                app.id,
+                item.received_at.isoformat(),
+                item.peer,
+                "",
+                None,
+                "",
+                "received",
+                None,
+                None,
+                item.raw,
+                0,
+            )
+            for item, app in fresh
+        ]
+        oversize = {app.id: item.oversize for item, app in fresh if item.oversize}
+        outcomes = {o.id: o for o in await self.process_entries(entries, oversize)}
+        for item, app in zip(batch, appended, strict=True):
+            if app.duplicate_of is not None:
+                original = (
+                    app.duplicate_of
+                    if app.duplicate_of.ack
+                    else await asyncio.to_thread(self.journal.get, app.id)
+                )
+                log.info("HL7 message %d re-sent by %s: answered with the original ACK", app.id, item.peer)
+                ack = original.ack if original else None
+                item.done.set_result(ack if _app_ack_wanted(item.raw, ack) else None)
+                continue
+            outcome = outcomes[app.id]
+            item.done.set_result(outcome.ack if _app_ack_wanted(item.raw, outcome.ack) else None)
+
+    # -- processing (shared by the listener, recovery and replay) --------------------------------
+    async def process_entries(
+        self, entries: list[Entry], oversize: dict[int, int] | None = None
+    ) -> list[Outcome]:
+        """Parse, translate, apply and journal the outcome of journaled entries, in order."""
+        works = [self._translate(e, (oversize or {}).get(e.id, 0)) for e in entries]
+        ready = [(w, w.translation) for w in works if w.translation is not None]
+        keys = [t.patient_key if t.complete is None else None for _, t in ready]
+        for group in groups(keys, self.max_batch):
+            await self._apply([ready[i][0] for i in group])
+        outcomes = []
+        for w in works:
+            if w.outcome is None:
+                w.outcome = self._outcome(w, "AA")
+            outcomes.append(w.outcome)
+        if outcomes:
+            await asyncio.to_thread(self.journal.finish, outcomes)
+        return outcomes
+
+    def _translate(self, entry: Entry, oversize: int) -> _Work:
+        work = _Work(entry.id, entry.raw, acks.Header.from_raw(entry.raw))
+        if oversize:
+            limit = self.settings.mllp_max_message_bytes
+            return self._fail(
+                work,
+                "AR",
+                [acks.ErrorDetail("207", f"message of {oversize} bytes exceeds the {limit}-byte limit")],
+            )
+        try:
+            msg = parse(entry.raw, self.settings.hl7_default_charset, self.settings.hl7_sender_charsets)
+            work.message = msg
+            work.header = acks.Header.from_message(msg)
+            if not msg.control_id:
+                return self._fail(
+                    work, "AR", [acks.ErrorDetail("101", "message control id is empty", "MSH-10")]
+                )
+            translator = self.router.resolve(msg.message_type, msg.trigger)
+            ctx = Context(entry_received_at(entry), self.tz, self.settings.hl7_member_levels)
+            work.translation = translator(msg, ctx)
+        except ParseError as exc:
+            return self._fail(
+                work,
+                "AR" if exc.code in _REJECT_CODES else "AE",
+                [acks.ErrorDetail(exc.code, exc.reason, exc.location)],
+            )
+        except TranslationError as exc:
+            return self._fail(
+                work,
+                "AR" if exc.code in _REJECT_CODES - {"100"} else "AE",
+                [acks.ErrorDetail(exc.code, exc.reason, exc.location)],
+            )
+        return work
+
+    async def _apply(self, works: list[_Work]) -> None:
+        if len(works) > 1:
+            try:
+                await self.sink.submit(merge([w.translation.bundle for w in works]))  # type: ignore[union-attr]
+                return
+            except FhirError:
+                log.info("merged transaction of %d messages failed; applying them one by one", len(works))
+        for w in works:
+            assert w.translation is not None
+            try:
+                if w.translation.complete is not None:
+                    await w.translation.complete(self.sink, w.translation.bundle)
+                await self.sink.submit(w.translation.bundle)
+            except TranslationError as exc:
+                self._fail(w, "AE", [acks.ErrorDetail(exc.code, exc.reason, exc.location)])
+            except FhirError as exc:
+                details = [
+                    acks.ErrorDetail("207", f"FHIR {exc.status} {i.code}: {i.diagnostics}", "", "E")
+                    for i in exc.issues[:5]
+                ] or [acks.ErrorDetail("207", f"FHIR {exc.status}: {exc.message}")]
+                self._fail(w, "AE", details)
+
+    def _fail(self, work: _Work, code: str, errors: list[acks.ErrorDetail]) -> _Work:
+        log.warning(
+            "HL7 message %d answered %s: %s",
+            work.entry_id,
+            code,
+            ", ".join(f"{e.code}@{e.location or '-'}" for e in errors),
+        )
+        if work.message is not None:
+            text = "\r".join(
+                "|".join(s.fields if s.name != "MSH" else [s.fields[0], *s.fields[2:]])
+                for s in work.message.segments
+            )
+            errors = errors + diagnose(text, work.header.version)
+        work.errors = errors
+        work.outcome = self._outcome(work, code)
+        return work
+
+    def _outcome(self, work: _Work, code: str) -> Outcome:
+        ack = acks.build(work.header, code, f"YL{work.entry_id}", work.errors, self._now())
+        status = {"AA": "applied", "AE": "error", "AR": "rejected"}[code]
+        error = (
+            "; ".join(
+                f"{e.location}: {e.reason}" if e.location else e.reason
+                for e in work.errors
+                if e.severity == "E"
+            )
+            or None
+        )
+        return Outcome(work.entry_id, status, error, ack)
+
+
+def entry_received_at(entry: Entry) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(entry.received_at)
+    except ValueError:
+        return dt.datetime.now(dt.UTC)
+
+
+def _app_ack_wanted(raw: bytes, ack: bytes | None) -> bool:
+    """Original mode always answers; enhanced mode only as MSH-16 asks."""
+    header = acks.Header.from_raw(raw)
+    if not header.enhanced:
+        return True
+    return acks.wants(header.app_ack, ack is not None and acks.is_accept(ack))

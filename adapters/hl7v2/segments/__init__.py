@@ -1,0 +1,1 @@
+"""One module per v2 segment: segment → FHIR resource content (pure)."""
