@@ -1,0 +1,220 @@
+"""pynetdicom event handlers: the DICOM edge, and the only pynetdicom-thread → asyncio bridge.
+
+pynetdicom runs each association in its own thread. C-STORE work that must finish before the status is
+returned (check, atomic write, index) runs right here in that thread; only the study buffer and Sink
+calls cross into the hub's event loop, via `call_soon_threadsafe` / `run_coroutine_threadsafe`.
+Foreign failures are mapped to DIMSE statuses once, here: unreadable dataset → 0xC000, dataset does not
+match the request → 0xA900, disk full / write failure → 0xA700, FHIR errors on worklist → 0xC001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext, build_context
+
+from adapters.base import Sink
+from adapters.dicom import vocabulary as v
+from adapters.dicom.ingest import receive
+from adapters.dicom.instances import InstanceStore, InstanceWriteError, StoredInstance
+from adapters.dicom.matching import matches
+from adapters.dicom.publish import StudyBuffer
+from adapters.dicom.query import (
+    InvalidQuery,
+    criteria_of,
+    find,
+    is_imaging_request,
+    matching_instances,
+    response_identifier,
+    uid_filters,
+    worklist_criteria,
+    worklist_record,
+    worklist_response,
+)
+from adapters.dicom.summary import InvalidInstance
+from fhir_server.errors import FhirError
+from fhir_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FindYield = tuple[int, Dataset | None]
+
+
+class DicomHandlers:
+    """The evt handlers of one listener; holds the store, the buffer and the loop they bridge to."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        store: InstanceStore,
+        buffer: StudyBuffer,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._settings = settings
+        self._sink = sink
+        self._store = store
+        self._buffer = buffer
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._studies: dict[int, set[str]] = {}  # id(association) -> studies it touched
+
+    def bindings(self) -> list[tuple[Any, Any]]:
+        return [
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_C_MOVE, self.on_move),
+            (evt.EVT_C_GET, self.on_get),
+            (evt.EVT_RELEASED, self.on_association_end),
+            (evt.EVT_ABORTED, self.on_association_end),
+        ]
+
+    # --- verification and storage -----------------------------------------------------------------
+
+    def on_echo(self, event: Event) -> int:
+        return v.SUCCESS
+
+    def on_store(self, event: Event) -> int:
+        calling = _calling_ae(event)
+        member = self._settings.dicom_known_aes.get(calling, "")
+        expected = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
+        try:
+            stored = receive(self._store, event.encoded_dataset(), calling, member, expected)
+        except InvalidInstance as exc:
+            log.warning("C-STORE from %s refused: %s", calling, exc)
+            return v.CANNOT_UNDERSTAND
+        except InstanceWriteError as exc:
+            log.error("C-STORE from %s not stored: %s", calling, exc)
+            return v.OUT_OF_RESOURCES
+        with self._lock:
+            self._studies.setdefault(id(event.assoc), set()).add(stored.summary.study_uid)
+        self._loop.call_soon_threadsafe(self._buffer.touch, stored.summary.study_uid)
+        return v.SUCCESS
+
+    def on_association_end(self, event: Event) -> None:
+        with self._lock:
+            studies = self._studies.pop(id(event.assoc), set())
+        if studies:
+            asyncio.run_coroutine_threadsafe(self._buffer.flush(studies), self._loop)
+
+    # --- query / retrieve ---------------------------------------------------------------------------
+
+    def on_find(self, event: Event) -> Iterator[FindYield]:
+        identifier = event.identifier
+        if str(event.request.AffectedSOPClassUID) == v.MODALITY_WORKLIST_FIND:
+            yield from self._worklist(event, identifier)
+            return
+        try:
+            level, criteria = criteria_of(identifier)
+        except InvalidQuery as exc:
+            log.warning("C-FIND refused: %s", exc)
+            yield v.IDENTIFIER_DOES_NOT_MATCH, None
+            return
+        requested = [e.keyword for e in identifier if e.keyword]
+        records = find(level, criteria, self._store.select(**uid_filters(criteria)))
+        for record in records:
+            if event.is_cancelled:
+                yield v.CANCEL, None
+                return
+            yield v.PENDING, response_identifier(level, requested, record, self._settings.dicom_aet)
+        yield v.SUCCESS, None
+
+    def _worklist(self, event: Event, identifier: Dataset) -> Iterator[FindYield]:
+        calling = _calling_ae(event)
+        future = asyncio.run_coroutine_threadsafe(self._worklist_records(calling), self._loop)
+        try:
+            records = future.result(timeout=30)
+        except (FhirError, TimeoutError) as exc:
+            log.error("worklist query failed: %s", exc)
+            yield v.UNABLE_TO_PROCESS, None
+            return
+        criteria = worklist_criteria(identifier)
+        for record in records:
+            if event.is_cancelled:
+                yield v.CANCEL, None
+                return
+            if matches(record, criteria):
+                yield v.PENDING, worklist_response(identifier, record)
+        yield v.SUCCESS, None
+
+    async def _worklist_records(self, calling: str) -> list[dict[str, str]]:
+        """Active imaging ServiceRequests for the caller's member (all of them if the AE is unmapped)."""
+        member = self._settings.dicom_known_aes.get(calling)
+        bundle = await self._sink.search("ServiceRequest", [("status", "active"), ("_count", "1000")])
+        records = []
+        for entry in bundle.get("entry", []):
+            sr = entry.get("resource", {})
+            if sr.get("resourceType") != "ServiceRequest" or sr.get("status") != "active":
+                continue
+            if not is_imaging_request(sr):
+                continue
+            performers = [p.get("reference", "") for p in sr.get("performer", [])]
+            if member and performers and f"Organization/{member}" not in performers:
+                continue
+            subject = sr.get("subject", {}).get("reference", "")
+            patient = None
+            if subject.startswith("Patient/"):
+                patient = await self._sink.read("Patient", subject.removeprefix("Patient/"))
+            records.append(worklist_record(sr, patient, calling))
+        return records
+
+    def _retrieve_set(self, event: Event) -> list[StoredInstance] | None:
+        try:
+            level, criteria = criteria_of(event.identifier)
+        except InvalidQuery as exc:
+            log.warning("retrieve refused: %s", exc)
+            return None
+        return matching_instances(level, criteria, self._store.select(**uid_filters(criteria)))
+
+    def on_move(self, event: Event) -> Iterator[Any]:
+        destination = str(event.move_destination or "").strip()
+        address = self._settings.dicom_move_destinations.get(destination)
+        if address is None:
+            log.warning("C-MOVE to unknown destination %s", destination)
+            yield None, None
+            return
+        host, _, port = address.rpartition(":")
+        instances = self._retrieve_set(event)
+        if instances is None:
+            yield None, None
+            return
+        yield host, int(port), {"contexts": _contexts_for(instances)}
+        yield len(instances)
+        yield from self._send(event, instances)
+
+    def on_get(self, event: Event) -> Iterator[Any]:
+        instances = self._retrieve_set(event)
+        if instances is None:
+            yield 0
+            yield v.IDENTIFIER_DOES_NOT_MATCH, None
+            return
+        yield len(instances)
+        yield from self._send(event, instances)
+
+    def _send(self, event: Event, instances: list[StoredInstance]) -> Iterator[Any]:
+        for inst in instances:
+            if event.is_cancelled:
+                yield v.CANCEL, None
+                return
+            # pynetdicom only accepts a Dataset here; it is re-encoded in the stored (= negotiated)
+            # transfer syntax, which pydicom does byte for byte for well-formed datasets.
+            yield v.PENDING, dcmread(self._store.path_for(inst.sha256))
+
+
+def _contexts_for(instances: list[StoredInstance]) -> list[PresentationContext]:
+    """One context per (SOP class, stored transfer syntax), so bytes go out exactly as stored."""
+    pairs = dict.fromkeys((i.summary.sop_class_uid, i.summary.transfer_syntax) for i in instances)
+    return [build_context(sop, [ts]) for sop, ts in list(pairs)[:128]]
+
+
+def _calling_ae(event: Event) -> str:
+    return str(event.assoc.requestor.ae_title).strip()

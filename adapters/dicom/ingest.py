@@ -1,0 +1,26 @@
+"""Receiving one instance, the same way for C-STORE and STOW-RS: check, then make it durable.
+
+Raises `InvalidInstance` (nothing stored) or `InstanceWriteError` (nothing stored); each edge maps
+those once (DIMSE status / STOW FailureReason). Publishing the study is the caller's next step.
+"""
+
+from __future__ import annotations
+
+from adapters.dicom.instances import InstanceStore, StoredInstance
+from adapters.dicom.summary import InvalidInstance, summarize
+
+
+def receive(
+    store: InstanceStore,
+    part10: bytes,
+    calling_ae: str,
+    member: str,
+    expected_sop_uid: str | None = None,
+    expected_study_uid: str | None = None,
+) -> StoredInstance:
+    summary = summarize(part10)
+    if expected_sop_uid is not None and summary.sop_instance_uid != expected_sop_uid:
+        raise InvalidInstance("SOP Instance UID differs from the request")
+    if expected_study_uid is not None and summary.study_uid != expected_study_uid:
+        raise InvalidInstance("Study Instance UID differs from the target study")
+    return store.put(part10, summary, calling_ae, member)

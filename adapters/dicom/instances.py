@@ -1,0 +1,272 @@
+"""The adapter's instance store: content-addressed DICOM files plus a small SQLite index.
+
+A file is written to `tmp/`, fsync'd, then `os.replace`d into `objects/<sha[:2]>/<sha[2:4]>/<sha>.dcm`
+and its directory fsync'd, and only then indexed, so a crash or a full disk leaves either the whole
+instance or nothing (a stray tmp file at worst, removed on open). Bytes are stored exactly as received,
+which is what lets C-MOVE/C-GET/WADO-RS return them unchanged. The index (SOP Instance UID → file and
+summary) is the adapter's own lookup for C-FIND/QIDO at series and instance level; FHIR storage is never
+touched from here. Several processes may open the same store (SQLite WAL + content addressing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from adapters.base import AdapterError
+from adapters.dicom.summary import InstanceSummary
+from fhir_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_POLICIES = ("keep", "replace")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instance (
+    sop_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    received_at TEXT NOT NULL,
+    calling_ae TEXT NOT NULL,
+    member TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instance_study ON instance (study_uid, series_uid);
+CREATE TABLE IF NOT EXISTS pending_study (study_uid TEXT PRIMARY KEY, generation INTEGER NOT NULL);
+"""
+
+
+class InstanceWriteError(AdapterError):
+    """The instance could not be made durable (disk full, permissions); nothing was stored."""
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """One indexed instance: its summary, where its bytes are and who sent it."""
+
+    summary: InstanceSummary
+    sha256: str
+    size: int
+    received_at: str
+    calling_ae: str
+    member: str
+    outcome: str = "stored"  # stored | duplicate-kept | replaced
+
+
+class InstanceStore:
+    """Atomic, content-addressed files and their index; safe to call from pynetdicom threads."""
+
+    def __init__(self, root: Path, duplicate_policy: str = "keep") -> None:
+        if duplicate_policy not in DUPLICATE_POLICIES:
+            raise ValueError(f"dicom_duplicate_policy must be one of {DUPLICATE_POLICIES}")
+        self.root = root
+        self.duplicate_policy = duplicate_policy
+        self._objects = root / "objects"
+        self._tmp = root / "tmp"
+        self._objects.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(root / "index.db", check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def clean_tmp(self) -> None:
+        """Remove half-written files left by a crash (only call when no writer is active)."""
+        for stray in self._tmp.glob("*.part"):
+            stray.unlink(missing_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        return self._objects / sha256[:2] / sha256[2:4] / f"{sha256}.dcm"
+
+    def put(
+        self,
+        part10: bytes,
+        summary: InstanceSummary,
+        calling_ae: str,
+        member: str,
+        received_at: datetime | None = None,
+    ) -> StoredInstance:
+        """Make the instance durable and indexed, honouring the duplicate policy; raise on failure."""
+        when = (received_at or datetime.now(UTC)).isoformat(timespec="milliseconds")
+        sop_uid = summary.sop_instance_uid
+        if self.duplicate_policy == "keep":
+            existing = self.get(sop_uid)
+            if existing is not None:
+                return _with_outcome(existing, "duplicate-kept")
+        sha = hashlib.sha256(part10).hexdigest()
+        self._write_object(sha, part10)
+        record = StoredInstance(summary, sha, len(part10), when, calling_ae, member)
+        with self._lock:
+            row = self._db.execute("SELECT sha256 FROM instance WHERE sop_uid = ?", (sop_uid,)).fetchone()
+            if row is not None and self.duplicate_policy == "keep":
+                # another association won the race; our object may be orphaned only if unreferenced
+                self._drop_if_unreferenced(sha)
+                kept = self._get_locked(sop_uid)
+                assert kept is not None
+                return _with_outcome(kept, "duplicate-kept")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO instance VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        sop_uid,
+                        summary.study_uid,
+                        summary.series_uid,
+                        sha,
+                        len(part10),
+                        when,
+                        calling_ae,
+                        member,
+                        json.dumps(summary.to_json(), ensure_ascii=False),
+                    ),
+                )
+                self._db.execute(
+                    "INSERT INTO pending_study VALUES (?, 1)"
+                    " ON CONFLICT(study_uid) DO UPDATE SET generation = generation + 1",
+                    (summary.study_uid,),
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                self._drop_if_unreferenced(sha)
+                raise InstanceWriteError(f"instance index write failed: {exc}") from exc
+            if row is not None and row[0] != sha:
+                self._drop_if_unreferenced(row[0])
+        return _with_outcome(record, "replaced" if row is not None else "stored")
+
+    def _write_object(self, sha: str, data: bytes) -> None:
+        final = self.path_for(sha)
+        if final.exists():
+            return
+        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise InstanceWriteError(f"cannot write instance file: {exc.strerror or exc}") from exc
+
+    def _drop_if_unreferenced(self, sha: str) -> None:
+        still = self._db.execute("SELECT 1 FROM instance WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()
+        if still is None:
+            self.path_for(sha).unlink(missing_ok=True)
+
+    def get(self, sop_uid: str) -> StoredInstance | None:
+        with self._lock:
+            return self._get_locked(sop_uid)
+
+    def _get_locked(self, sop_uid: str) -> StoredInstance | None:
+        row = self._db.execute(
+            "SELECT summary, sha256, size, received_at, calling_ae, member FROM instance WHERE sop_uid = ?",
+            (sop_uid,),
+        ).fetchone()
+        return _record(row) if row else None
+
+    def read_bytes(self, sop_uid: str) -> bytes | None:
+        record = self.get(sop_uid)
+        if record is None:
+            return None
+        return self.path_for(record.sha256).read_bytes()
+
+    def study(self, study_uid: str) -> list[StoredInstance]:
+        """Every instance of a study, ordered by series then instance number (translation input)."""
+        return self.select(study_uids=[study_uid])
+
+    def select(
+        self,
+        study_uids: Iterable[str] | None = None,
+        series_uids: Iterable[str] | None = None,
+        sop_uids: Iterable[str] | None = None,
+    ) -> list[StoredInstance]:
+        """Instances narrowed by UID lists (None = no constraint); further matching is the caller's."""
+        clauses: list[str] = []
+        params: list[str] = []
+        for column, values in (("study_uid", study_uids), ("series_uid", series_uids), ("sop_uid", sop_uids)):
+            if values is not None:
+                vals = list(values)
+                clauses.append(f"{column} IN ({','.join('?' * len(vals)) or 'NULL'})")
+                params.extend(vals)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT summary, sha256, size, received_at, calling_ae, member FROM instance {where}"
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        records = [_record(r) for r in rows]
+        records.sort(key=_order)
+        return records
+
+    def pending_studies(self) -> dict[str, int]:
+        """Studies with instances not yet published as ImagingStudy → their change generation."""
+        with self._lock:
+            rows = self._db.execute("SELECT study_uid, generation FROM pending_study").fetchall()
+        return dict(rows)
+
+    def mark_published(self, study_uid: str, generation: int) -> None:
+        """Clear the pending mark, unless instances arrived after `generation` was read."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM pending_study WHERE study_uid = ? AND generation = ?", (study_uid, generation)
+            )
+
+    def iter_studies(self) -> Iterator[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT study_uid FROM instance").fetchall()
+        for (uid,) in rows:
+            yield uid
+
+
+def open_instance_store(settings: Settings) -> InstanceStore:
+    """The store under `settings.resolved_dicom_storage()`: how the CLI obtains it for `/dicomweb`."""
+    return InstanceStore(settings.resolved_dicom_storage(), settings.dicom_duplicate_policy)
+
+
+def _record(row: tuple[str, str, int, str, str, str]) -> StoredInstance:
+    summary = InstanceSummary.from_json(json.loads(row[0]))
+    return StoredInstance(summary, row[1], row[2], row[3], row[4], row[5])
+
+
+def _with_outcome(record: StoredInstance, outcome: str) -> StoredInstance:
+    return dataclasses.replace(record, outcome=outcome)
+
+
+def _order(record: StoredInstance) -> tuple[int, str, int, str]:
+    s = record.summary
+    return (s.series_number or 0, s.series_uid, s.instance_number or 0, s.sop_instance_uid)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

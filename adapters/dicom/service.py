@@ -1,0 +1,67 @@
+"""The DICOM listener as one service the CLI starts beside the FHIR API: `start_dicom` / `close`.
+
+Composition: instance store (files + index) → study publisher (translate + Sink) → study buffer
+(debounce on the hub's loop) → pynetdicom handlers and AE. Must be started from within the running
+event loop: it captures that loop for the thread → asyncio bridge in `handlers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from pynetdicom.transport import ThreadedAssociationServer
+
+from adapters.base import Sink
+from adapters.dicom.handlers import DicomHandlers
+from adapters.dicom.instances import InstanceStore, open_instance_store
+from adapters.dicom.publish import StudyBuffer, StudyPublisher
+from adapters.dicom.scp import build_ae, start_server
+from fhir_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DicomService:
+    """A running listener. `instances` is the store to hand to `build_dicomweb_app`."""
+
+    port: int
+    instances: InstanceStore
+    publisher: StudyPublisher
+    buffer: StudyBuffer
+    _server: ThreadedAssociationServer
+
+    async def close(self) -> None:
+        """Stop accepting, let running associations end, publish what is pending, close the index."""
+        await asyncio.to_thread(self._server.shutdown)
+        await self.buffer.close()
+        self.instances.close()
+
+
+async def start_dicom(settings: Settings, sink: Sink, port: int | None = None) -> DicomService:
+    """Start the listener on `settings.dicom_host`:`port` (default `settings.dicom_port`; 0 = ephemeral).
+
+    The CLI treats `settings.dicom_port == 0` as "disabled" and does not call this; tests pass `port=0`
+    explicitly to get an ephemeral port, read back from `.port`.
+    """
+    loop = asyncio.get_running_loop()
+    store = open_instance_store(settings)
+    store.clean_tmp()
+    publisher = StudyPublisher(store, sink, settings)
+
+    async def pending() -> list[str]:
+        return list(await asyncio.to_thread(store.pending_studies))
+
+    buffer = StudyBuffer(publisher.publish, settings.dicom_stable_seconds, pending=pending)
+    buffer.start()
+    for study_uid in store.pending_studies():  # stored before a crash or a failed submit: publish now
+        buffer.touch(study_uid)
+    handlers = DicomHandlers(settings, sink, store, buffer, loop)
+    ae = build_ae(settings)
+    bind_port = settings.dicom_port if port is None else port
+    server = await asyncio.to_thread(start_server, ae, settings.dicom_host, bind_port, handlers)
+    bound = int(server.server_address[1])
+    log.info("DICOM listener %s on %s:%d", settings.dicom_aet, settings.dicom_host, bound)
+    return DicomService(bound, store, publisher, buffer, server)

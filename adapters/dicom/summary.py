@@ -1,0 +1,192 @@
+"""Check one received DICOM instance and extract what the hub indexes (pure: bytes in, summary out).
+
+Everything downstream (the instance index, ImagingStudy translation, C-FIND, QIDO-RS) works from this
+summary, so a dataset is parsed once, at the edge, and the Specific Character Set is applied here
+(pydicom decodes GB18030 / GBK / ISO_IR 192 person names, including ideographic and phonetic groups).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from io import BytesIO
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.valuerep import PersonName
+
+from adapters.base import AdapterError
+from adapters.dicom.vocabulary import NATIVE_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+
+
+class InvalidInstance(AdapterError):
+    """The dataset cannot be stored: corrupt, truncated, missing UIDs or of an unsupported kind."""
+
+
+@dataclass(frozen=True)
+class Name:
+    """A DICOM PN split into its three component groups (alphabetic, ideographic, phonetic)."""
+
+    alphabetic: str = ""
+    ideographic: str = ""
+    phonetic: str = ""
+
+    def is_empty(self) -> bool:
+        return not (self.alphabetic or self.ideographic or self.phonetic)
+
+
+@dataclass(frozen=True)
+class InstanceSummary:
+    """The attributes of one instance the hub needs for ImagingStudy, C-FIND and QIDO-RS."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax: str
+    patient_id: str = ""
+    issuer_of_patient_id: str = ""
+    patient_name: Name = field(default_factory=Name)
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    study_id: str = ""
+    study_description: str = ""
+    accession_number: str = ""
+    referring_physician: Name = field(default_factory=Name)
+    modality: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    series_date: str = ""
+    series_time: str = ""
+    body_part: str = ""
+    instance_number: int | None = None
+    number_of_frames: int = 1
+    timezone_offset: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InstanceSummary:
+        values = dict(data)
+        values["patient_name"] = Name(**values.get("patient_name") or {})
+        values["referring_physician"] = Name(**values.get("referring_physician") or {})
+        return cls(**values)
+
+
+def summarize(part10: bytes) -> InstanceSummary:
+    """Parse a DICOM Part 10 byte stream, refuse what cannot be stored, return its summary."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # pydicom warns (not raises) on several kinds of corruption
+            ds = dcmread(BytesIO(part10), force=False)
+            summary = _summarize_dataset(ds)
+            _check_pixel_data(ds, summary.transfer_syntax)
+    except InvalidInstance:
+        raise
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, LookupError, UserWarning) as exc:
+        raise InvalidInstance(f"unreadable DICOM dataset: {type(exc).__name__}") from exc
+    return summary
+
+
+def _summarize_dataset(ds: Dataset) -> InstanceSummary:
+    meta = ds.file_meta
+    transfer_syntax = str(meta.get("TransferSyntaxUID", ""))
+    sop_class = str(ds.get("SOPClassUID", "") or meta.get("MediaStorageSOPClassUID", ""))
+    sop_instance = str(ds.get("SOPInstanceUID", "") or "")
+    study_uid = str(ds.get("StudyInstanceUID", "") or "")
+    series_uid = str(ds.get("SeriesInstanceUID", "") or "")
+    missing = [
+        k
+        for k, v in (
+            ("SOPClassUID", sop_class),
+            ("SOPInstanceUID", sop_instance),
+            ("StudyInstanceUID", study_uid),
+            ("SeriesInstanceUID", series_uid),
+            ("TransferSyntaxUID", transfer_syntax),
+        )
+        if not v
+    ]
+    if missing:
+        raise InvalidInstance(f"missing {', '.join(missing)}")
+    if sop_class not in STORAGE_SOP_CLASSES:
+        raise InvalidInstance(f"unsupported SOP class {sop_class}")
+    if transfer_syntax not in TRANSFER_SYNTAXES:
+        raise InvalidInstance(f"unsupported transfer syntax {transfer_syntax}")
+    return InstanceSummary(
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        transfer_syntax=transfer_syntax,
+        patient_id=_text(ds, "PatientID"),
+        issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
+        patient_name=_name(ds, "PatientName"),
+        patient_birth_date=_text(ds, "PatientBirthDate"),
+        patient_sex=_text(ds, "PatientSex"),
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        study_id=_text(ds, "StudyID"),
+        study_description=_text(ds, "StudyDescription"),
+        accession_number=_text(ds, "AccessionNumber"),
+        referring_physician=_name(ds, "ReferringPhysicianName"),
+        modality=_text(ds, "Modality"),
+        series_number=_int(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription"),
+        series_date=_text(ds, "SeriesDate"),
+        series_time=_text(ds, "SeriesTime"),
+        body_part=_text(ds, "BodyPartExamined"),
+        instance_number=_int(ds, "InstanceNumber"),
+        number_of_frames=_int(ds, "NumberOfFrames") or 1,
+        timezone_offset=_text(ds, "TimezoneOffsetFromUTC"),
+    )
+
+
+def _check_pixel_data(ds: Dataset, transfer_syntax: str) -> None:
+    """Refuse native pixel data shorter than Rows x Columns x samples x frames says (a truncated file)."""
+    if "PixelData" not in ds or transfer_syntax not in NATIVE_TRANSFER_SYNTAXES:
+        return
+    rows, cols = _int(ds, "Rows") or 0, _int(ds, "Columns") or 0
+    samples = _int(ds, "SamplesPerPixel") or 1
+    bits = _int(ds, "BitsAllocated") or 8
+    frames = _int(ds, "NumberOfFrames") or 1
+    pixels = rows * cols * samples * frames
+    expected = (pixels + 7) // 8 if bits == 1 else pixels * ((bits + 7) // 8)
+    actual = len(ds.PixelData)
+    if actual < expected:
+        raise InvalidInstance(f"pixel data truncated: {actual} of {expected} bytes")
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _name(ds: Dataset, keyword: str) -> Name:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return Name()
+    pn = value if isinstance(value, PersonName) else PersonName(str(value))
+    return Name(
+        alphabetic=str(pn.alphabetic or "").strip(),
+        ideographic=str(pn.ideographic or "").strip(),
+        phonetic=str(pn.phonetic or "").strip(),
+    )

@@ -1,0 +1,67 @@
+"""Shared fixtures for the DICOM adapter tests: a recording Sink, dcmtk detection, generated studies."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+import pytest
+
+JsonObject = dict[str, Any]
+
+DCMTK = all(shutil.which(t) for t in ("echoscu", "storescu", "findscu", "movescu", "getscu", "storescp"))
+needs_dcmtk = pytest.mark.skipif(not DCMTK, reason="dcmtk tools not on PATH")
+
+
+class RecordingSink:
+    """A Sink that records submitted Bundles and answers searches from a fixed list of resources."""
+
+    def __init__(self, resources: list[JsonObject] | None = None) -> None:
+        self.bundles: list[JsonObject] = []
+        self.resources = resources or []
+
+    async def submit(self, bundle: JsonObject) -> JsonObject:
+        self.bundles.append(bundle)
+        return {"resourceType": "Bundle", "type": "transaction-response", "entry": []}
+
+    async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
+        hits = [r for r in self.resources if r.get("resourceType") == resource_type]
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in hits]}
+
+    async def read(self, resource_type: str, resource_id: str) -> JsonObject | None:
+        for r in self.resources:
+            if r.get("resourceType") == resource_type and r.get("id") == resource_id:
+                return r
+        return None
+
+
+@pytest.fixture
+def recording_sink() -> RecordingSink:
+    return RecordingSink()
+
+
+async def wait_for(predicate, timeout: float = 8.0, interval: float = 0.05):
+    """Poll `predicate` (sync or async) until truthy; the value, or AssertionError after `timeout`."""
+    import asyncio
+    import inspect
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def study_bundles(sink: RecordingSink, study_uid: str) -> list[JsonObject]:
+    out = []
+    for b in sink.bundles:
+        for e in b["entry"]:
+            if e["resource"]["resourceType"] == "ImagingStudy" and study_uid in e["request"]["url"]:
+                out.append(e["resource"])
+    return out

@@ -1,0 +1,308 @@
+"""The listener over real sockets with pynetdicom as the peer (a recording Sink stands in for the hub)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    ModalityWorklistInformationFind,
+    MRImageStorage,
+    PatientRootQueryRetrieveInformationModelFind,
+    RTImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from adapters.dicom.service import start_dicom
+from fhir_server.settings import Settings
+from tests.adapters.dicom.conftest import RecordingSink, study_bundles, wait_for
+from tests.adapters.dicom.synthetic import dataset_bytes, make_instance, part10
+
+
+def _settings(tmp_path: Path, **kw) -> Settings:
+    base = {
+        "db": tmp_path / "hub.db",
+        "dicom_storage": tmp_path / "dicom",
+        "dicom_stable_seconds": 0.3,
+        "dicom_known_aes": {"TOWNA": "org-town-a"},
+    }
+    return Settings(**(base | kw))
+
+
+@pytest.fixture
+async def listener(tmp_path):
+    sink = RecordingSink()
+    service = await start_dicom(_settings(tmp_path), sink, port=0)
+    yield service, sink
+    await service.close()
+
+
+def _scu(*contexts, aet="TOWNA") -> AE:
+    ae = AE(ae_title=aet)
+    for c in contexts:
+        ae.add_requested_context(c)
+    return ae
+
+
+def _store_all(port: int, datasets: list[Dataset], aet="TOWNA", abort=False) -> list[int]:
+    ae = _scu(CTImageStorage, MRImageStorage, aet=aet)
+    assoc = ae.associate("127.0.0.1", port, ae_title="YILIAN")
+    assert assoc.is_established
+    statuses = [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    assoc.abort() if abort else assoc.release()
+    return statuses
+
+
+async def test_echo_and_store_publish_one_imaging_study(listener):
+    service, sink = listener
+    ae = _scu(Verification)
+    assoc = await asyncio.to_thread(ae.associate, "127.0.0.1", service.port, ae_title="YILIAN")
+    assert int((await asyncio.to_thread(assoc.send_c_echo)).Status) == 0
+    await asyncio.to_thread(assoc.release)
+
+    study, s1, s2 = generate_uid(), generate_uid(), generate_uid()
+    sent = [make_instance(study, s1, instance_number=i) for i in range(3)]
+    sent.append(make_instance(study, s2, modality="MR", series_number=2))
+    assert await asyncio.to_thread(_store_all, service.port, sent) == [0, 0, 0, 0]
+    studies = await wait_for(lambda: study_bundles(sink, study))
+    assert studies[-1]["numberOfInstances"] == 4 and studies[-1]["numberOfSeries"] == 2
+    assert service.instances.get(sent[0].SOPInstanceUID) is not None
+
+    # a late series updates the same study (same conditional URL, now 5 instances)
+    late = make_instance(study, generate_uid(), series_number=3)
+    assert await asyncio.to_thread(_store_all, service.port, [late]) == [0]
+    final = await wait_for(lambda: [s for s in study_bundles(sink, study) if s["numberOfInstances"] == 5])
+    assert final[-1]["numberOfSeries"] == 3
+    assert service.instances.pending_studies() == {}
+
+
+async def test_bad_instances_fail_alone_and_listener_keeps_serving(listener):
+    service, _sink = listener
+    study, series = generate_uid(), generate_uid()
+    good = make_instance(study, series)
+    no_study = make_instance(study, series)
+    del no_study.StudyInstanceUID
+    truncated = dcmread(get_testdata_file("MR_truncated.dcm"))
+    after = make_instance(study, series, instance_number=2)
+    statuses = await asyncio.to_thread(_store_all, service.port, [good, no_study, truncated, after])
+    assert statuses[0] == 0 and statuses[3] == 0
+    assert statuses[1] == 0xC000 and statuses[2] == 0xC000
+    assert service.instances.get(no_study.SOPInstanceUID) is None
+    assert service.instances.get(truncated.SOPInstanceUID) is None
+    assert len(service.instances.study(study)) == 2
+
+
+async def test_unsupported_sop_class_context_is_rejected(listener):
+    service, _ = listener
+    ae = _scu(RTImageStorage, CTImageStorage)
+    assoc = await asyncio.to_thread(ae.associate, "127.0.0.1", service.port, ae_title="YILIAN")
+    assert assoc.is_established
+    accepted = {c.abstract_syntax for c in assoc.accepted_contexts}
+    rejected = {c.abstract_syntax for c in assoc.rejected_contexts}
+    await asyncio.to_thread(assoc.release)
+    assert CTImageStorage in accepted and RTImageStorage in rejected
+
+
+async def test_abort_mid_association_keeps_what_was_complete(listener):
+    service, sink = listener
+    study = generate_uid()
+    ds = make_instance(study, generate_uid())
+    assert await asyncio.to_thread(_store_all, service.port, [ds], "TOWNA", True) == [0]
+    await wait_for(lambda: study_bundles(sink, study))
+    ae = _scu(Verification)
+    assoc = await asyncio.to_thread(ae.associate, "127.0.0.1", service.port, ae_title="YILIAN")
+    assert int((await asyncio.to_thread(assoc.send_c_echo)).Status) == 0
+    await asyncio.to_thread(assoc.release)
+
+
+async def test_unknown_callers_can_be_refused(tmp_path):
+    service = await start_dicom(_settings(tmp_path, dicom_refuse_unknown_callers=True), RecordingSink(), port=0)
+    try:
+        stranger = await asyncio.to_thread(_scu(Verification, aet="STRANGER").associate, "127.0.0.1", service.port)
+        assert stranger.is_rejected
+        member = await asyncio.to_thread(_scu(Verification, aet="TOWNA").associate, "127.0.0.1", service.port)
+        assert member.is_established
+        await asyncio.to_thread(member.release)
+    finally:
+        await service.close()
+
+
+def _find(port: int, model, query: Dataset) -> list[Dataset]:
+    ae = _scu(model)
+    assoc = ae.associate("127.0.0.1", port, ae_title="YILIAN")
+    out = [ident for status, ident in assoc.send_c_find(query, model) if status and status.Status == 0xFF00]
+    assoc.release()
+    return out
+
+
+async def test_c_find_levels_wildcards_ranges_and_uid_lists(listener):
+    service, _ = listener
+    a, b = generate_uid(), generate_uid()
+    series_a = generate_uid()
+    sent = [
+        make_instance(a, series_a, name="Wang^Xiaoming=王^小明", patient_id="P1"),
+        make_instance(a, series_a, name="Wang^Xiaoming=王^小明", patient_id="P1", instance_number=2),
+        make_instance(b, generate_uid(), name="Li^Na=李^娜", patient_id="P2", modality="MR"),
+    ]
+    await asyncio.to_thread(_store_all, service.port, sent)
+
+    q = Dataset()
+    q.SpecificCharacterSet = "ISO_IR 192"
+    q.QueryRetrieveLevel = "STUDY"
+    q.PatientName = "王*"
+    q.StudyInstanceUID = ""
+    q.NumberOfStudyRelatedInstances = ""
+    found = await asyncio.to_thread(_find, service.port, StudyRootQueryRetrieveInformationModelFind, q)
+    assert [(f.StudyInstanceUID, int(f.NumberOfStudyRelatedInstances)) for f in found] == [(a, 2)]
+    assert found[0].PatientName.ideographic == "王^小明"
+
+    q = Dataset()
+    q.QueryRetrieveLevel = "STUDY"
+    q.StudyDate = "20260101-20261231"
+    q.StudyInstanceUID = f"{a}\\{b}"
+    q.ModalitiesInStudy = "MR"
+    found = await asyncio.to_thread(_find, service.port, StudyRootQueryRetrieveInformationModelFind, q)
+    assert [f.StudyInstanceUID for f in found] == [b]
+
+    q = Dataset()
+    q.QueryRetrieveLevel = "PATIENT"
+    q.PatientID = "P*"
+    q.PatientName = ""
+    found = await asyncio.to_thread(_find, service.port, PatientRootQueryRetrieveInformationModelFind, q)
+    assert sorted(f.PatientID for f in found) == ["P1", "P2"]
+
+    q = Dataset()
+    q.QueryRetrieveLevel = "IMAGE"
+    q.StudyInstanceUID = a
+    q.SeriesInstanceUID = series_a
+    q.SOPInstanceUID = ""
+    found = await asyncio.to_thread(_find, service.port, StudyRootQueryRetrieveInformationModelFind, q)
+    assert sorted(f.SOPInstanceUID for f in found) == sorted(d.SOPInstanceUID for d in sent[:2])
+
+
+async def test_c_get_returns_the_bytes_received(listener):
+    service, _ = listener
+    study = generate_uid()
+    sent = [make_instance(study, generate_uid(), instance_number=i) for i in range(2)]
+    await asyncio.to_thread(_store_all, service.port, sent)
+    received: list[bytes] = []
+
+    def on_store(event):
+        received.append(event.encoded_dataset(include_meta=False))
+        return 0
+
+    def get() -> int:
+        from pynetdicom import build_role
+
+        ae = _scu(StudyRootQueryRetrieveInformationModelGet, CTImageStorage)
+        assoc = ae.associate(
+            "127.0.0.1",
+            service.port,
+            ae_title="YILIAN",
+            ext_neg=[build_role(CTImageStorage, scp_role=True)],
+            evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        )
+        q = Dataset()
+        q.QueryRetrieveLevel = "STUDY"
+        q.StudyInstanceUID = study
+        final = [s.Status for s, _ in assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet)][-1]
+        assoc.release()
+        return int(final)
+
+    assert await asyncio.to_thread(get) == 0
+    assert sorted(received) == sorted(dataset_bytes(part10(d)) for d in sent)
+
+
+async def test_c_move_to_configured_destination(tmp_path):
+    received: list[bytes] = []
+
+    def on_store(event):
+        received.append(event.encoded_dataset(include_meta=False))
+        return 0
+
+    dest = AE(ae_title="VIEWER")
+    dest.add_supported_context(CTImageStorage)
+    server = dest.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    port = server.server_address[1]
+    settings = _settings(tmp_path, dicom_move_destinations={"VIEWER": f"127.0.0.1:{port}"})
+    service = await start_dicom(settings, RecordingSink(), port=0)
+    try:
+        study = generate_uid()
+        sent = [make_instance(study, generate_uid(), instance_number=i) for i in range(3)]
+        await asyncio.to_thread(_store_all, service.port, sent)
+
+        def move(destination: str) -> int:
+            ae = _scu(StudyRootQueryRetrieveInformationModelMove)
+            assoc = ae.associate("127.0.0.1", service.port, ae_title="YILIAN")
+            q = Dataset()
+            q.QueryRetrieveLevel = "STUDY"
+            q.StudyInstanceUID = study
+            final = [s.Status for s, _ in assoc.send_c_move(q, destination, StudyRootQueryRetrieveInformationModelMove)]
+            assoc.release()
+            return int(final[-1])
+
+        assert await asyncio.to_thread(move, "NOWHERE") == 0xA801
+        assert await asyncio.to_thread(move, "VIEWER") == 0
+        assert sorted(received) == sorted(dataset_bytes(part10(d)) for d in sent)
+    finally:
+        await service.close()
+        server.shutdown()
+
+
+async def test_modality_worklist_lists_scheduled_imaging_requests(tmp_path):
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "identifier": [{"system": "urn:x", "value": "P77"}],
+        "name": [
+            {"extension": [{"url": "x", "valueCode": "IDE"}], "family": "王", "given": ["小明"]},
+            {"family": "Wang", "given": ["Xiaoming"]},
+        ],
+        "gender": "male",
+        "birthDate": "1960-01-02",
+    }
+    ct = {
+        "resourceType": "ServiceRequest",
+        "id": "sr-ct",
+        "status": "active",
+        "intent": "order",
+        "identifier": [{"type": {"coding": [{"code": "ACSN"}]}, "value": "ACC9"}],
+        "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "363679005"}]}],
+        "code": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"}], "text": "胸部CT"},
+        "subject": {"reference": "Patient/p1"},
+        "performer": [{"reference": "Organization/org-town-a"}],
+        "occurrenceDateTime": "2026-11-24T08:30:00+08:00",
+    }
+    elsewhere = ct | {"id": "sr-other", "performer": [{"reference": "Organization/org-county"}]}
+    lab = ct | {"id": "sr-lab", "category": [], "code": {"text": "CBC"}}
+    done = ct | {"id": "sr-done", "status": "completed"}
+    sink = RecordingSink([patient, ct, elsewhere, lab, done])
+    service = await start_dicom(_settings(tmp_path), sink, port=0)
+    try:
+        q = Dataset()
+        q.PatientName = ""
+        q.PatientID = ""
+        q.AccessionNumber = ""
+        sps = Dataset()
+        sps.Modality = "CT"
+        sps.ScheduledStationAETitle = ""
+        sps.ScheduledProcedureStepStartDate = "20261124"
+        q.ScheduledProcedureStepSequence = [sps]
+        found = await asyncio.to_thread(_find, service.port, ModalityWorklistInformationFind, q)
+        assert [f.AccessionNumber for f in found] == ["ACC9"]
+        item = found[0]
+        assert item.PatientID == "P77"
+        assert item.PatientName.ideographic == "王^小明"
+        assert item.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "TOWNA"
+    finally:
+        await service.close()
