@@ -1,6 +1,9 @@
 """Search index tables for SQLite, one per parameter type, keyed by resource.rid.
 
-OWNED BY THE SEARCH WORK: placeholder with the functions the store calls.
+Each table is WITHOUT ROWID with a primary key that starts with (param, value...) and ends with rid:
+the lookup a search makes is a prefix range of the clustered key, and for one value the rids come out
+in order, so the first page of a large match streams without a sort. A secondary (rid, param) index
+serves deletes, EXISTS probes of the other filters, sort keys and includes.
 """
 
 from __future__ import annotations
@@ -9,14 +12,58 @@ import sqlite3
 
 from fhir_server.search.index import IndexEntries
 
+# table -> (columns in key order, the IndexEntries attribute)
+TABLES: dict[str, tuple[tuple[str, ...], str]] = {
+    "idx_string": (("param", "value", "raw", "rid"), "strings"),
+    "idx_token": (("param", "code", "system", "text", "rid"), "tokens"),
+    "idx_reference": (("param", "target_id", "target_type", "url", "rid"), "references"),
+    "idx_date": (("param", "low", "high", "rid"), "dates"),
+    "idx_number": (("param", "low", "high", "rid"), "numbers"),
+    "idx_quantity": (("param", "code", "system", "low", "high", "rid"), "quantities"),
+    "idx_uri": (("param", "value", "rid"), "uris"),
+    "idx_composite": (("param", "code", "system", "key", "low", "high", "rid"), "composites"),
+}
+# order of the row tuples in IndexEntries (after pid) -> table column names
+ROW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "idx_string": ("param", "value", "raw"),
+    "idx_token": ("param", "system", "code", "text"),
+    "idx_reference": ("param", "target_type", "target_id", "url"),
+    "idx_date": ("param", "low", "high"),
+    "idx_number": ("param", "low", "high"),
+    "idx_quantity": ("param", "system", "code", "low", "high"),
+    "idx_uri": ("param", "value"),
+    "idx_composite": ("param", "system", "code", "key", "low", "high"),
+}
+_INSERTS = {
+    table: f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}, rid) VALUES ({', '.join('?' * len(cols))}, ?)"
+    for table, cols in ROW_COLUMNS.items()
+}
+
 
 def index_ddl() -> list[str]:
-    return []
+    ddl: list[str] = []
+    for table, (key, _attr) in TABLES.items():
+        cols = ", ".join(f"{c} NOT NULL" for c in key)
+        ddl.append(
+            f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({', '.join(key)})) WITHOUT ROWID"
+        )
+        ddl.append(f"CREATE INDEX IF NOT EXISTS {table}_rid ON {table} (rid, param)")
+    ddl.append(
+        "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (param, url, rid) WHERE url != ''"
+    )
+    ddl.append("CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (param, high, low, rid)")
+    return ddl
 
 
 def write_index(conn: sqlite3.Connection, rid: int, entries: IndexEntries) -> None:
-    """Replace the index rows of `rid` with `entries` (called inside the write transaction)."""
+    """Insert the index rows of `rid` (inside the write transaction; the store deletes old rows first)."""
+    for table, (_key, attr) in TABLES.items():
+        rows = getattr(entries, attr)
+        if rows:
+            conn.executemany(_INSERTS[table], [(*row, rid) for row in rows])
 
 
 def delete_index(conn: sqlite3.Connection, rid: int) -> None:
-    """Remove every index row of `rid` (resource deleted)."""
+    """Remove every index row of `rid` (resource deleted or about to be re-indexed)."""
+    for table in TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))

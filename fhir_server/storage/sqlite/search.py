@@ -1,17 +1,137 @@
-"""Run compiled search plans on a SQLite connection. OWNED BY THE SEARCH WORK (placeholder)."""
+"""Run compiled search plans on a sqlite3 connection: driver choice, keyset pages, totals, bodies.
+
+The only impure step of SQLite search. It chooses the driving filter by probing how many index rows
+each drivable filter has (capped), because SQLite has no statistics on our index tables worth trusting:
+a selective filter (identifier, subject) drives from its index; when every filter matches many rows the
+query walks resources in rid order and stops at the page size instead.
+"""
 
 from __future__ import annotations
 
+import base64
 import sqlite3
+from typing import Any
 
-from fhir_server.errors import NotImplementedOperation
+import orjson
+
+from fhir_server.errors import InvalidSearch
 from fhir_server.search.ast import SearchQuery
-from fhir_server.storage.protocol import SearchPage
+from fhir_server.storage.protocol import SearchPage, StoredVersion
+from fhir_server.storage.sqlite.compile import compile_count, compile_page, drivable, driver_probe
+
+PROBE_LIMIT = 2000
+MAX_PROBES = 3
+
+
+def encode_cursor(direction: str, values: list[Any], rid: int) -> str:
+    raw = orjson.dumps([direction, values, rid])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> tuple[str, list[Any], int]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        direction, values, rid = orjson.loads(raw)
+        if direction not in ("n", "p") or not isinstance(values, list) or not isinstance(rid, int):
+            raise ValueError(token)
+        return direction, values, rid
+    except (ValueError, TypeError) as exc:
+        raise InvalidSearch(f"Invalid paging cursor '{token}'") from exc
+
+
+def choose_driver(conn: sqlite3.Connection, query: SearchQuery) -> int | None:
+    """Index of the most selective drivable filter, or None when all of them match many rows."""
+    best: tuple[int, int] | None = None
+    probes = 0
+    for i, f in enumerate(query.filters):
+        if not drivable(f):
+            continue
+        if probes == MAX_PROBES:
+            break
+        probes += 1
+        sql = driver_probe(f, PROBE_LIMIT)
+        (n,) = conn.execute(sql.text, sql.params).fetchone()
+        if n < PROBE_LIMIT and (best is None or n < best[1]):
+            best = (i, n)
+            if n == 0:
+                break
+    return None if best is None else best[0]
+
+
+def _page_rows(
+    conn: sqlite3.Connection, query: SearchQuery, limit: int, cursor: str | None
+) -> tuple[list[tuple[Any, ...]], bool, bool]:
+    """(rows in page order, more after, more before)."""
+    driver = choose_driver(conn, query)
+    after: tuple[list[Any], int] | None = None
+    backwards = False
+    if cursor:
+        direction, values, rid = decode_cursor(cursor)
+        if len(values) != len(query.sort):
+            raise InvalidSearch("Paging cursor does not belong to this search")
+        after, backwards = (values, rid), direction == "p"
+    sql = compile_page(query, driver=driver, after=after, backwards=backwards, limit=limit + 1)
+    rows = conn.execute(sql.text, sql.params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+        return rows, True, more
+    return rows, more, after is not None
+
+
+def _cursor_of(row: tuple[Any, ...], direction: str, nkeys: int) -> str:
+    return encode_cursor(direction, list(row[3 : 3 + nkeys]), row[0])
+
+
+def load_current(conn: sqlite3.Connection, rids: list[int]) -> list[StoredVersion]:
+    """Current versions of `rids`, in the given order."""
+    if not rids:
+        return []
+    marks = ", ".join("?" * len(rids))
+    rows = conn.execute(
+        "SELECT r.rid, v.type, v.id, v.version, v.last_updated, v.method, v.body, v.seq "
+        f"FROM resource r JOIN version v ON v.seq = r.seq WHERE r.rid IN ({marks})",
+        rids,
+    ).fetchall()
+    by_rid = {
+        row[0]: StoredVersion(
+            row[1], row[2], row[3], row[4], row[5], orjson.loads(row[6]) if row[6] else None, row[7]
+        )
+        for row in rows
+    }
+    return [by_rid[rid] for rid in rids if rid in by_rid]
+
+
+def count_matches(conn: sqlite3.Connection, query: SearchQuery) -> int:
+    sql = compile_count(query, choose_driver(conn, query))
+    (n,) = conn.execute(sql.text, sql.params).fetchone()
+    return int(n)
 
 
 def execute_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
-    raise NotImplementedOperation("search is not available yet")
+    """One page of `query` (its cursor decides which), with the total when asked for."""
+    total = (
+        count_matches(conn, query)
+        if query.total in ("accurate", "estimate") or query.summary == "count"
+        else None
+    )
+    if query.count == 0 or query.summary == "count":
+        return SearchPage([], total, None, None)
+    rows, more_after, more_before = _page_rows(conn, query, query.count, query.cursor)
+    nkeys = len(query.sort)
+    resources = load_current(conn, [row[0] for row in rows])
+    next_cursor = _cursor_of(rows[-1], "n", nkeys) if rows and more_after else None
+    prev_cursor = _cursor_of(rows[0], "p", nkeys) if rows and more_before else None
+    return SearchPage(resources, total, next_cursor, prev_cursor)
 
 
 def search_ids(conn: sqlite3.Connection, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
-    raise NotImplementedOperation("search is not available yet")
+    """(type, id) of up to `limit` current matches: what conditional create/update/delete need."""
+    rows, _more, _before = _page_rows(conn, query, limit, None)
+    return [(row[1], row[2]) for row in rows]
+
+
+def search_rids(conn: sqlite3.Connection, query: SearchQuery, limit: int) -> list[int]:
+    rows, _more, _before = _page_rows(conn, query, limit, None)
+    return [row[0] for row in rows]

@@ -1,0 +1,203 @@
+"""The SearchParameter registry: every R4 SearchParameter plus custom ones, by resource type and code.
+
+Built from the spec's search-parameters Bundle (standards content is data). Each (resource type, code)
+gets a small stable integer id (`pid`), a hash so it is the same in every process and every database
+without a mapping table; collisions are detected when a parameter is added. Expressions are compiled
+into path extractors lazily per resource type (see `paths.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_server.errors import Unprocessable
+from fhir_server.model.definitions import resource_types, search_parameter_bundle
+from fhir_server.search.paths import Node, Unsupported, compile_expression
+
+LOGGER = logging.getLogger(__name__)
+
+JsonObject = dict[str, Any]
+NodeExtractor = Callable[[JsonObject], list[Node]]
+ComponentExtractor = Callable[[Node], list[Node]]
+
+# parameters answered from the resource table, or not indexable per resource
+RESOURCE_TABLE_PARAMS = frozenset({"_id", "_lastUpdated"})
+UNINDEXED_PARAMS = frozenset({"_text", "_content", "_query", "_list", "_has", "_type", "near"})
+
+
+def param_id(resource_type: str, code: str) -> int:
+    """Stable id of parameter `code` on `resource_type` (31-bit CRC: small, fast integer keys)."""
+    return zlib.crc32(f"{resource_type}.{code}".encode()) & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Component:
+    definition: str
+    expression: str
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    code: str
+    type: str
+    url: str
+    base: tuple[str, ...]
+    expression: str | None
+    target: tuple[str, ...] = ()
+    documentation: str = ""
+    components: tuple[Component, ...] = ()
+    name: str = ""
+
+    @staticmethod
+    def from_json(sp: JsonObject) -> SearchParam:
+        return SearchParam(
+            code=sp["code"],
+            type=sp["type"],
+            url=sp.get("url", ""),
+            base=tuple(sp.get("base", [])),
+            expression=sp.get("expression"),
+            target=tuple(sp.get("target", [])),
+            documentation=sp.get("description", ""),
+            components=tuple(
+                Component(c.get("definition", ""), c.get("expression", "")) for c in sp.get("component", [])
+            ),
+            name=str(sp.get("name") or sp["code"]),
+        )
+
+
+@dataclass
+class CompiledParam:
+    """A parameter ready to extract for one resource type."""
+
+    param: SearchParam
+    pid: int
+    extract: NodeExtractor
+    components: tuple[tuple[SearchParam, ComponentExtractor], ...] = ()
+
+
+@dataclass
+class SearchRegistry:
+    by_type: dict[str, dict[str, SearchParam]] = field(default_factory=dict)
+    by_url: dict[str, SearchParam] = field(default_factory=dict)
+    _compiled: dict[str, list[CompiledParam]] = field(default_factory=dict)
+    _pids: dict[int, tuple[str, str]] = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)
+
+    def add(self, sp_json: JsonObject) -> SearchParam:
+        """Register a SearchParameter resource (R4 core or custom); replaces one with the same url."""
+        for key in ("code", "type", "base"):
+            if not sp_json.get(key):
+                raise Unprocessable(f"SearchParameter needs '{key}'")
+        param = SearchParam.from_json(sp_json)
+        types = set(resource_types())
+        for base in param.base:
+            targets = sorted(types) if base in ("Resource", "DomainResource") else [base]
+            for rtype in targets:
+                if rtype not in types:
+                    raise Unprocessable(f"SearchParameter base '{rtype}' is not a resource type")
+                pid = param_id(rtype, param.code)
+                seen = self._pids.get(pid)
+                if seen is not None and seen != (rtype, param.code):
+                    raise Unprocessable(f"parameter id collision: {rtype}.{param.code} vs {seen}")
+                self._pids[pid] = (rtype, param.code)
+                self.by_type.setdefault(rtype, {})[param.code] = param
+                self._compiled.pop(rtype, None)
+        if param.url:
+            self.by_url[param.url] = param
+        return param
+
+    def get(self, resource_type: str, code: str) -> SearchParam | None:
+        return self.by_type.get(resource_type, {}).get(code)
+
+    def params_for(self, resource_type: str) -> list[SearchParam]:
+        """Parameters of a type for the CapabilityStatement (name, type, definition, documentation)."""
+        return sorted(self.by_type.get(resource_type, {}).values(), key=lambda p: p.code)
+
+    def compiled(self, resource_type: str) -> list[CompiledParam]:
+        """Extractors of every indexable parameter of `resource_type` (compiled once, cached)."""
+        cached = self._compiled.get(resource_type)
+        if cached is not None:
+            return cached
+        out: list[CompiledParam] = []
+        for code, param in sorted(self.by_type.get(resource_type, {}).items()):
+            if code in RESOURCE_TABLE_PARAMS or code in UNINDEXED_PARAMS or not param.expression:
+                continue
+            extractor = self._extractor(param.expression, resource_type)
+            if extractor is None:
+                continue
+            comps: list[tuple[SearchParam, ComponentExtractor]] = []
+            if param.type == "composite":
+                for comp in param.components[:2]:
+                    sub = self.by_url.get(comp.definition)
+                    if sub is None:
+                        break
+                    comps.append((sub, self._component_extractor(comp.expression)))
+                if len(comps) < 2:
+                    continue
+            out.append(CompiledParam(param, param_id(resource_type, code), extractor, tuple(comps)))
+        self._compiled[resource_type] = out
+        return out
+
+    def _extractor(self, expression: str, resource_type: str) -> NodeExtractor | None:
+        try:
+            run = compile_expression(expression, resource_type)
+        except Unsupported as exc:
+            LOGGER.debug("fhirpathpy fallback for %s (%s): %s", resource_type, expression, exc)
+            self.fallbacks.append(f"{resource_type}: {expression}")
+            return _fhirpath_extractor(expression, resource_type)
+
+        def extract(resource: JsonObject) -> list[Node]:
+            return run([(resource, resource_type, resource_type)])
+
+        return extract
+
+    def _component_extractor(self, expression: str) -> ComponentExtractor:
+        """Components are relative to the composite's node: compiled per node context on first use."""
+        cache: dict[str | None, Callable[[list[Node]], list[Node]]] = {}
+
+        def extract(node: Node) -> list[Node]:
+            run = cache.get(node[2])
+            if run is None:
+                try:
+                    run = compile_expression(expression, None, {node[2]})
+                except Unsupported:
+                    fallback = _fhirpath_extractor(expression, None)
+
+                    def run(nodes: list[Node]) -> list[Node]:
+                        return [out for n in nodes for out in (fallback(n[0]) if fallback else [])]
+
+                cache[node[2]] = run
+            return run([node])
+
+        return extract
+
+
+def _fhirpath_extractor(expression: str, resource_type: str | None) -> NodeExtractor | None:
+    import fhirpathpy  # imported lazily: only the few exotic expressions need it
+
+    try:
+        fn = fhirpathpy.compile(expression)
+    except Exception:  # noqa: BLE001 - fhirpathpy raises bare exceptions for grammar it lacks
+        LOGGER.warning("SearchParameter expression not evaluable: %s", expression)
+        return None
+
+    def extract(resource: JsonObject) -> list[Node]:
+        try:
+            values = fn(resource, {"resource": resource})
+        except Exception:  # noqa: BLE001
+            return []
+        return [(v, None, None) for v in values]
+
+    return extract
+
+
+def build_registry() -> SearchRegistry:
+    """Every R4 4.0.1 SearchParameter (1,375), compiled lazily per resource type."""
+    registry = SearchRegistry()
+    for entry in search_parameter_bundle().get("entry", []):
+        registry.add(entry["resource"])
+    return registry

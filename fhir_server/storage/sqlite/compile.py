@@ -1,0 +1,386 @@
+"""Compile a `SearchQuery` plan into SQLite SQL + parameters (pure: no connection, golden-tested).
+
+Shape of a page query:
+
+    SELECT rid, type, id, k0.. FROM (
+        SELECT r.rid, r.type, r.id, <sort expressions> AS k0.. FROM resource r
+        WHERE r.type IN (..) AND r.deleted = 0 AND <filters>) p
+    WHERE <keyset after the cursor> ORDER BY k0.., rid LIMIT n
+
+Every filter is a boolean over the outer alias. The one chosen as *driver* (by the executor, which
+probes selectivity) is written `r.rid IN (SELECT x.rid ...)` so SQLite starts from the index; the others
+are correlated `EXISTS (... x.rid = r.rid ...)` probes on the (rid, param) indexes. With no driver SQLite
+walks `resource (type, deleted, rid)` in rid order and stops at the page size. Semantics mirror
+`search/match.py` exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_server.search.ast import (
+    Chain,
+    CompositeValue,
+    Criterion,
+    Filter,
+    Has,
+    MissingValue,
+    RangeValue,
+    ReferenceValue,
+    SearchQuery,
+    SortKey,
+    StringValue,
+    TokenValue,
+    UriValue,
+    Value,
+)
+from fhir_server.search.match import NUM_MAX, STRING_MAX, ap_window
+
+TABLE_OF = {
+    "string": "idx_string",
+    "token": "idx_token",
+    "reference": "idx_reference",
+    "date": "idx_date",
+    "number": "idx_number",
+    "quantity": "idx_quantity",
+    "uri": "idx_uri",
+    "composite": "idx_composite",
+}
+
+
+@dataclass
+class Sql:
+    """SQL text and its positional parameters, built together so they cannot drift."""
+
+    text: str = ""
+    params: list[Any] = field(default_factory=list)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def alias(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+
+def _in(column: str, values: list[Any], params: list[Any]) -> str:
+    params.extend(values)
+    if len(values) == 1:
+        return f"{column} = ?"
+    return f"{column} IN ({', '.join('?' * len(values))})"
+
+
+def _range_sql(kind: str, v: RangeValue, lo: str, hi: str, params: list[Any]) -> str:
+    """The R4 prefix semantics of match.date_match / number_match over columns lo, hi."""
+    conv: Any = int if kind == "date" else float
+    low, high, x = conv(v.low), conv(v.high), conv(v.value)
+    p = v.prefix
+    if kind == "date":
+        if p in ("eq", "ne"):
+            params.extend([low, high])
+            cond = f"({lo} >= ? AND {hi} <= ?)"
+            return cond if p == "eq" else f"NOT {cond}"
+        if p == "gt":
+            params.append(high)
+            return f"{hi} > ?"
+        if p == "lt":
+            params.append(low)
+            return f"{lo} < ?"
+        if p == "ge":
+            params.extend([high, low, high])
+            return f"({hi} > ? OR ({lo} >= ? AND {hi} <= ?))"
+        if p == "le":
+            params.extend([low, low, high])
+            return f"({lo} < ? OR ({lo} >= ? AND {hi} <= ?))"
+        if p == "sa":
+            params.append(high)
+            return f"{lo} >= ?"
+        if p == "eb":
+            params.append(low)
+            return f"{hi} <= ?"
+        a, b = ap_window(v, "date")
+        params.extend([int(b), int(a)])
+        return f"({lo} < ? AND {hi} > ?)"
+    if p in ("eq", "ne"):
+        params.extend([low, high])
+        cond = f"({lo} >= ? AND {hi} <= ?)"
+        return cond if p == "eq" else f"NOT {cond}"
+    ops = {"gt": f"{hi} > ?", "lt": f"{lo} < ?", "ge": f"{hi} >= ?", "le": f"{lo} <= ?", "sa": f"{lo} > ?"}
+    ops["eb"] = f"{hi} < ?"
+    if p in ops:
+        params.append(x)
+        return ops[p]
+    a, b = ap_window(v, "number")
+    params.extend([b, a])
+    return f"({lo} <= ? AND {hi} >= ?)"
+
+
+def _value_sql(c: Criterion, v: Value, x: str, params: list[Any]) -> str:
+    if isinstance(v, TokenValue):
+        if v.system is None and v.code is None:
+            params.append(v.text)
+            return f"instr({x}.text, ?) > 0"
+        parts = []
+        if v.code is not None:
+            params.append(v.code)
+            parts.append(f"{x}.code = ?")
+        if v.system is not None:
+            params.append(v.system)
+            parts.append(f"{x}.system = ?")
+        return " AND ".join(parts)
+    if isinstance(v, StringValue):
+        if c.modifier == "exact":
+            params.append(v.value)
+            return f"{x}.raw = ?"
+        if c.modifier == "contains":
+            params.append(v.value)
+            return f"instr({x}.value, ?) > 0"
+        params.extend([v.value, v.value + STRING_MAX])
+        return f"{x}.value >= ? AND {x}.value < ?"
+    if isinstance(v, ReferenceValue):
+        if v.url:
+            params.append(v.url)
+            return f"{x}.url = ?"
+        params.append(v.id)
+        if v.type is None:
+            return f"{x}.target_id = ?"
+        params.append(v.type)
+        return f"{x}.target_id = ? AND {x}.target_type = ?"
+    if isinstance(v, UriValue):
+        if c.modifier == "below":
+            params.extend([v.value, v.value + STRING_MAX])
+            return f"{x}.value >= ? AND {x}.value < ?"
+        if c.modifier == "above":
+            params.append(v.value)
+            return f"substr(?, 1, length({x}.value)) = {x}.value"
+        params.append(v.value)
+        return f"{x}.value = ?"
+    if isinstance(v, CompositeValue):
+        parts = [_value_sql(c, v.first, x, params)]
+        if v.second_range is not None:
+            r = v.second_range
+            if v.second_kind == "quantity" and r.system is not None:
+                params.append(r.system + "|")
+                parts.append(f"substr({x}.key, 1, length(?)) = ?")
+                params.append(r.system + "|")
+            if v.second_kind == "quantity" and r.code is not None:
+                params.append("|" + r.code)
+                parts.append(f"substr({x}.key, -length(?)) = ?")
+                params.append("|" + r.code)
+            kind = "date" if v.second_kind == "date" else "number"
+            parts.append(_range_sql(kind, r, f"{x}.low", f"{x}.high", params))
+        else:
+            assert v.second_key is not None
+            if v.second_kind == "token-any":
+                params.extend([v.second_key, v.second_key])
+                parts.append(f"substr({x}.key, -length(?)) = ?")
+            elif v.second_kind == "string":
+                params.extend([v.second_key, v.second_key + STRING_MAX])
+                parts.append(f"{x}.key >= ? AND {x}.key < ?")
+            else:
+                params.append(v.second_key)
+                parts.append(f"{x}.key = ?")
+        return " AND ".join(parts)
+    if isinstance(v, RangeValue):
+        kind = c.param.type
+        if kind == "quantity":
+            parts = []
+            if v.system is not None:
+                params.append(v.system)
+                parts.append(f"{x}.system = ?")
+            if v.code is not None:
+                params.append(v.code)
+                parts.append(f"{x}.code = ?")
+            parts.append(_range_sql("number", v, f"{x}.low", f"{x}.high", params))
+            return " AND ".join(parts)
+        return _range_sql(kind, v, f"{x}.low", f"{x}.high", params)
+    raise AssertionError(f"unexpected value {v!r}")
+
+
+def _criterion_sql(c: Criterion, outer: str, b: _Builder, params: list[Any]) -> str:
+    if c.param.code == "_id":
+        ids = [v.code for v in c.values if isinstance(v, TokenValue)]
+        cond = _in(f"{outer}.id", ids, params)
+        return f"NOT ({cond})" if c.modifier == "not" else cond
+    if c.param.code == "_lastUpdated":
+        ors = []
+        for v in c.values:
+            assert isinstance(v, RangeValue)
+            ors.append(
+                _range_sql("date", v, f"{outer}.last_updated_us", f"({outer}.last_updated_us + 1)", params)
+            )
+        return "(" + " OR ".join(ors) + ")"
+    table = TABLE_OF[c.param.type if c.param.type in TABLE_OF else "token"]
+    if c.modifier in ("of-type", "identifier"):
+        table = "idx_token"
+    x = b.alias("x")
+    first = c.values[0]
+    sub_params: list[Any] = []
+    pid_cond = _in(f"{x}.param", list(c.param.pids), sub_params)
+    if isinstance(first, MissingValue):
+        params.extend(sub_params)
+        exists = f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.rid = {outer}.rid AND {pid_cond})"
+        return f"NOT {exists}" if first.missing else exists
+    ors = [f"({_value_sql(c, v, x, sub_params)})" for v in c.values]
+    value_cond = ors[0] if len(ors) == 1 else "(" + " OR ".join(ors) + ")"
+    params.extend(sub_params)
+    exists = f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.rid = {outer}.rid AND {pid_cond} AND {value_cond})"
+    return f"NOT {exists}" if c.modifier == "not" else exists
+
+
+def drivable(f: Filter) -> bool:
+    """Whether a filter can drive the query from an index (a positive test with a rid subquery)."""
+    if isinstance(f, Chain | Has):
+        return True
+    return (
+        f.param.code not in ("_id", "_lastUpdated")
+        and f.modifier not in ("not", "missing")
+        and not isinstance(f.values[0], MissingValue)
+    )
+
+
+def rid_subquery(f: Filter, b: _Builder, params: list[Any]) -> str:
+    """`SELECT rid ...` of the resources matching a drivable filter, starting from its index."""
+    if isinstance(f, Criterion):
+        table = "idx_token" if f.modifier in ("of-type", "identifier") else TABLE_OF[f.param.type]
+        x = b.alias("x")
+        pid_cond = _in(f"{x}.param", list(f.param.pids), params)
+        ors = [f"({_value_sql(f, v, x, params)})" for v in f.values]
+        value_cond = ors[0] if len(ors) == 1 else "(" + " OR ".join(ors) + ")"
+        return f"SELECT {x}.rid FROM {table} {x} WHERE {pid_cond} AND {value_cond}"
+    if isinstance(f, Chain):
+        x, t = b.alias("x"), b.alias("t")
+        types = _in(f"{t}.type", list(f.target_types), params)
+        inner = filter_sql(f.inner, t, "in", b, params)
+        pids = _in(f"{x}.param", list(f.ref.pids), params)
+        return (
+            f"SELECT {x}.rid FROM resource {t} CROSS JOIN idx_reference {x} "
+            f"WHERE {types} AND {t}.deleted = 0 AND {inner} AND {pids} "
+            f"AND {x}.target_id = {t}.id AND {x}.target_type = {t}.type"
+        )
+    s, x, t = b.alias("s"), b.alias("x"), b.alias("t")
+    inner = filter_sql(f.inner, s, "in", b, params)
+    pids = _in(f"{x}.param", list(f.ref.pids), params)
+    params.append(f.source_type)
+    return (
+        f"SELECT {t}.rid FROM resource {s} CROSS JOIN idx_reference {x} CROSS JOIN resource {t} "
+        f"WHERE {inner} AND {x}.rid = {s}.rid AND {pids} AND {s}.type = ? AND {s}.deleted = 0 "
+        f"AND {t}.type = {x}.target_type AND {t}.id = {x}.target_id"
+    )
+
+
+def filter_sql(f: Filter, outer: str, mode: str, b: _Builder, params: list[Any]) -> str:
+    """Boolean SQL over alias `outer` (a resource row); mode 'in' drives from the index, 'exists' probes."""
+    if mode == "in" and drivable(f):
+        return f"{outer}.rid IN ({rid_subquery(f, b, params)})"
+    if isinstance(f, Criterion):
+        return _criterion_sql(f, outer, b, params)
+    if isinstance(f, Chain):
+        x, t = b.alias("x"), b.alias("t")
+        types = _in(f"{t}.type", list(f.target_types), params)
+        pids = _in(f"{x}.param", list(f.ref.pids), params)
+        inner = filter_sql(f.inner, t, "exists", b, params)
+        return (
+            f"EXISTS (SELECT 1 FROM idx_reference {x} CROSS JOIN resource {t} "
+            f"WHERE {x}.rid = {outer}.rid AND {pids} AND {t}.type = {x}.target_type "
+            f"AND {t}.id = {x}.target_id AND {types} AND {t}.deleted = 0 AND {inner})"
+        )
+    s, x = b.alias("s"), b.alias("x")
+    pids = _in(f"{x}.param", list(f.ref.pids), params)
+    params.append(f.source_type)
+    inner = filter_sql(f.inner, s, "exists", b, params)
+    return (
+        f"EXISTS (SELECT 1 FROM idx_reference {x} CROSS JOIN resource {s} "
+        f"WHERE {pids} AND {x}.target_id = {outer}.id AND {x}.target_type = {outer}.type "
+        f"AND {s}.rid = {x}.rid AND {s}.type = ? AND {s}.deleted = 0 AND {inner})"
+    )
+
+
+def driver_probe(f: Filter, limit: int) -> Sql:
+    """Counts at most `limit` rows of a filter's driving subquery: the executor's selectivity probe."""
+    params: list[Any] = []
+    sub = rid_subquery(f, _Builder(), params)
+    params.append(limit)
+    return Sql(f"SELECT count(*) FROM ({sub} LIMIT ?)", params)
+
+
+def sort_sql(key: SortKey, outer: str, params: list[Any]) -> str:
+    """A per-resource scalar to sort on: the smallest (largest when descending) value of the param."""
+    code, desc = key.param.code, key.descending
+    if code == "_id":
+        return f"{outer}.id"
+    if code == "_lastUpdated":
+        return f"{outer}.last_updated_us"
+    column = {
+        "string": "value",
+        "token": "code",
+        "reference": "target_id",
+        "date": "high" if desc else "low",
+        "number": "high" if desc else "low",
+        "quantity": "high" if desc else "low",
+        "uri": "value",
+    }[key.param.type]
+    agg = "max" if desc else "min"
+    textual = key.param.type in ("string", "token", "reference", "uri")
+    missing: Any = ("" if desc else STRING_MAX) if textual else (-NUM_MAX if desc else NUM_MAX)
+    pid_cond = _in("s.param", list(key.param.pids), params)
+    params.append(missing)
+    table = TABLE_OF[key.param.type]
+    return f"coalesce((SELECT {agg}(s.{column}) FROM {table} s WHERE s.rid = {outer}.rid AND {pid_cond}), ?)"
+
+
+def where_sql(query: SearchQuery, driver: int | None, params: list[Any]) -> str:
+    b = _Builder()
+    conds = [_in("r.type", list(query.types), params), "r.deleted = 0"]
+    for i, f in enumerate(query.filters):
+        conds.append(filter_sql(f, "r", "in" if i == driver else "exists", b, params))
+    return " AND ".join(conds)
+
+
+def compile_page(
+    query: SearchQuery,
+    *,
+    driver: int | None,
+    after: tuple[list[Any], int] | None,
+    backwards: bool,
+    limit: int,
+) -> Sql:
+    """The page query. `after` = (sort values, rid) of the cursor row; `backwards` reads the previous page
+    (reversed order, the caller flips the rows back)."""
+    params: list[Any] = []
+    sort_cols = [sort_sql(k, "r", params) for k in query.sort]
+    select = ", ".join(["r.rid", "r.type", "r.id", *(f"{s} AS k{i}" for i, s in enumerate(sort_cols))])
+    where = where_sql(query, driver, params)
+    text = f"SELECT {select} FROM resource r WHERE {where}"
+    keys = [(f"k{i}", k.descending) for i, k in enumerate(query.sort)] + [("rid", False)]
+    outer_where = ""
+    if after is not None:
+        values, rid = after
+        outer_where = " WHERE " + _keyset(keys, [*values, rid], backwards, params)
+    order = ", ".join(f"{col} {'DESC' if desc != backwards else 'ASC'}" for col, desc in keys)
+    cols = ", ".join(["rid", "type", "id", *(f"k{i}" for i in range(len(query.sort)))])
+    params.append(limit)
+    if not query.sort and outer_where == "":
+        return Sql(f"{text} ORDER BY r.rid {'DESC' if backwards else 'ASC'} LIMIT ?", params)
+    return Sql(f"SELECT {cols} FROM ({text}){outer_where} ORDER BY {order} LIMIT ?", params)
+
+
+def _keyset(keys: list[tuple[str, bool]], values: list[Any], backwards: bool, params: list[Any]) -> str:
+    """(k0, k1, .., rid) strictly after `values` in the page order (mixed directions expanded)."""
+    col, desc = keys[0]
+    op = "<" if desc != backwards else ">"
+    params.append(values[0])
+    if len(keys) == 1:
+        return f"{col} {op} ?"
+    params.append(values[0])
+    rest = _keyset(keys[1:], values[1:], backwards, params)
+    return f"({col} {op} ? OR ({col} = ? AND {rest}))"
+
+
+def compile_count(query: SearchQuery, driver: int | None) -> Sql:
+    params: list[Any] = []
+    where = where_sql(query, driver, params)
+    return Sql(f"SELECT count(*) FROM resource r WHERE {where}", params)
