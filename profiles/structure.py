@@ -1,0 +1,152 @@
+"""Compile StructureDefinition snapshots into lookup tables the instance walker can use quickly.
+
+Each resource type, complex datatype and backbone element becomes a `Node`: its JSON property names
+(choice elements expanded, `value[x]` → `valueString`, `valueQuantity`, ...) mapped to `ElementRule`s
+holding type, cardinality, JSON array-ness (from `base.max`, as the JSON format says), required
+binding and allowed reference targets. Compiling once turns per-request validation into dict lookups.
+Standards content stays data: nothing here is written per resource type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fhir_server.model.definitions import JsonObject
+
+FHIR_TYPE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
+_SD_PREFIX = "http://hl7.org/fhir/StructureDefinition/"
+_FHIRPATH_TYPES = {
+    "http://hl7.org/fhirpath/System.String": "string",
+    "http://hl7.org/fhirpath/System.Boolean": "boolean",
+    "http://hl7.org/fhirpath/System.Integer": "integer",
+    "http://hl7.org/fhirpath/System.Decimal": "decimal",
+    "http://hl7.org/fhirpath/System.Date": "date",
+    "http://hl7.org/fhirpath/System.DateTime": "dateTime",
+    "http://hl7.org/fhirpath/System.Time": "time",
+}
+
+
+@dataclass(slots=True)
+class ElementRule:
+    """One JSON property of a node: `name` as written in JSON, `base` the element name (`value[x]`)."""
+
+    name: str
+    base: str
+    path: str
+    type_code: str
+    min: int
+    max: int | None
+    many: bool
+    binding: str | None = None
+    targets: frozenset[str] | None = None
+    node: Node | None = None
+
+
+@dataclass(slots=True)
+class Node:
+    """A complex structure: resource, datatype or backbone element."""
+
+    path: str
+    is_resource: bool = False
+    rules: dict[str, ElementRule] = field(default_factory=dict)
+    required: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    choices: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+
+
+def _type_code(type_: JsonObject) -> str:
+    code: str = type_.get("code", "")
+    for ext in type_.get("extension", ()):
+        if ext.get("url") == FHIR_TYPE_EXTENSION:
+            value: str = ext.get("valueUrl") or ext.get("valueUri") or code
+            return value
+    return _FHIRPATH_TYPES.get(code, code)
+
+
+def _max(text: str | None) -> int | None:
+    if text is None or text == "*":
+        return None
+    return int(text)
+
+
+def _targets(types: list[JsonObject]) -> frozenset[str] | None:
+    names: set[str] = set()
+    for type_ in types:
+        if type_.get("code") != "Reference":
+            continue
+        for profile in type_.get("targetProfile", ()):
+            name = profile.removeprefix(_SD_PREFIX)
+            if name in ("Resource", "DomainResource") or "/" in name:
+                return None
+            names.add(name)
+    return frozenset(names) or None
+
+
+def _required_binding(element: JsonObject) -> str | None:
+    binding = element.get("binding")
+    if binding and binding.get("strength") == "required" and isinstance(binding.get("valueSet"), str):
+        url: str = binding["valueSet"]
+        return url
+    return None
+
+
+def compile_definition(sd: JsonObject) -> Node:
+    """Build the node tree of one StructureDefinition from its snapshot."""
+    elements = [e for e in sd["snapshot"]["element"] if "sliceName" not in e]
+    root_path: str = elements[0]["path"]
+    is_resource = sd.get("kind") == "resource"
+    nodes: dict[str, Node] = {root_path: Node(root_path, is_resource)}
+    pending_refs: list[tuple[ElementRule, str]] = []
+    parents = {e["path"].rsplit(".", 1)[0] for e in elements[1:]}
+
+    for element in elements[1:]:
+        path: str = element["path"]
+        parent_path, name = path.rsplit(".", 1)
+        parent = nodes.get(parent_path)
+        if parent is None:
+            continue  # child of an element we skipped (e.g. under a slice)
+        cardinality_min = int(element.get("min", 0))
+        cardinality_max = _max(element.get("max"))
+        many = _max(element.get("base", {}).get("max", element.get("max"))) != 1
+        binding = _required_binding(element)
+        types = element.get("type", [])
+        if name.endswith("[x]"):
+            base = name[:-3]
+            names = []
+            for type_ in types:
+                code = _type_code(type_)
+                json_name = base + code[0].upper() + code[1:]
+                names.append(json_name)
+                parent.rules[json_name] = ElementRule(
+                    json_name,
+                    base,
+                    path,
+                    code,
+                    cardinality_min,
+                    cardinality_max,
+                    False,
+                    binding,
+                    _targets([type_]),
+                )
+            parent.choices.append((name, tuple(names)))
+            if cardinality_min > 0:
+                parent.required.append((name, tuple(names)))
+            continue
+        if "contentReference" in element:
+            rule = ElementRule(name, name, path, "BackboneElement", cardinality_min, cardinality_max, many)
+            pending_refs.append((rule, element["contentReference"].lstrip("#")))
+        else:
+            code = _type_code(types[0]) if types else "Element"
+            if is_resource and path == f"{root_path}.id":
+                code = "id"  # the R4 snapshot types Resource.id as string; the spec (and JSON schema) say id
+            rule = ElementRule(
+                name, name, path, code, cardinality_min, cardinality_max, many, binding, _targets(types)
+            )
+            if path in parents:
+                rule.node = nodes[path] = Node(path)
+        parent.rules[name] = rule
+        if cardinality_min > 0:
+            parent.required.append((name, (name,)))
+
+    for rule, target in pending_refs:
+        rule.node = nodes[target]
+    return nodes[root_path]

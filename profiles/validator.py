@@ -1,0 +1,109 @@
+"""The resource validator the FHIR core calls on every write and for `POST [type]/$validate`.
+
+`build_validator()` does the expensive part once: it compiles every core StructureDefinition snapshot
+(resources and datatypes) into lookup nodes, the primitive regexes into checkers, and loads the core
+terminology. `Validator.validate(resource)` is then a pure walk of the JSON (a Patient takes tens of
+microseconds). Why not the R4 JSON schema or the R4B models on the hot path: the schema misses
+cardinality minimums, bindings and reference rules and costs far more per call; the R4B models
+disagree with R4 on some types (R4 decides) and accept bogus codes. Both stay useful as oracles in
+tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fhir_server.errors import Issue, Unprocessable
+from fhir_server.model.definitions import core_structure_definitions, resource_types
+from profiles.check import InstanceChecker
+from profiles.primitives import compile_primitives
+from profiles.references import ReferenceSyntax
+from profiles.structure import Node, compile_definition
+from terminology.service import TerminologyService
+from terminology.valuesets import build_core_terminology
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Validator:
+    """Validates R4 JSON resources; thread-safe and cheap to call."""
+
+    checker: InstanceChecker
+
+    @property
+    def resource_types(self) -> frozenset[str]:
+        return frozenset(self.checker.resources)
+
+    def validate(self, resource: Any, resource_type: str | None = None) -> list[Issue]:
+        """All findings for `resource`; valid when no issue has severity error or fatal.
+
+        `resource_type`, when given (the type in the request URL), must match `resourceType`.
+        """
+        issues: list[Issue] = []
+        actual = resource.get("resourceType") if isinstance(resource, dict) else None
+        if resource_type is not None and actual != resource_type:
+            issues.append(
+                Issue(
+                    "error",
+                    "invalid",
+                    f"resourceType {actual!r} does not match the expected type {resource_type}",
+                    (resource_type,),
+                )
+            )
+            return issues
+        self.checker.check_resource(resource, actual if isinstance(actual, str) else "Resource", issues)
+        return issues
+
+    def ensure_valid(self, resource: Any, resource_type: str | None = None) -> list[Issue]:
+        """Raise `Unprocessable` (422) carrying the issues when any is an error; return the rest."""
+        issues = self.validate(resource, resource_type)
+        errors = [issue for issue in issues if is_error(issue)]
+        if errors:
+            first = errors[0]
+            where = f" at {first.expression[0]}" if first.expression else ""
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise Unprocessable(f"Invalid resource: {first.diagnostics}{where}{more}", issues)
+        return issues
+
+
+def is_error(issue: Issue) -> bool:
+    return issue.severity in ("error", "fatal")
+
+
+def build_validator(
+    terminology: TerminologyService | None = None, extra_packages: Iterable[Path] = ()
+) -> Validator:
+    """Compile the core R4 definitions into a `Validator` (about a second; call once at startup)."""
+    started = time.perf_counter()
+    definitions = core_structure_definitions()
+    concrete = resource_types()
+    resources: dict[str, Node] = {}
+    datatypes: dict[str, Node] = {}
+    for name, sd in definitions.items():
+        kind = sd.get("kind")
+        if "snapshot" not in sd:
+            continue
+        if kind == "resource" and name in concrete:
+            resources[name] = compile_definition(sd)
+        elif kind == "complex-type" or name == "Element":
+            datatypes[name] = compile_definition(sd)
+    checker = InstanceChecker(
+        resources=resources,
+        datatypes=datatypes,
+        primitives=compile_primitives(definitions),
+        terminology=terminology if terminology is not None else build_core_terminology(extra_packages),
+        references=ReferenceSyntax(frozenset(resources)),
+    )
+    logger.info(
+        "validator built: %d resource types, %d datatypes in %.2fs",
+        len(resources),
+        len(datatypes),
+        time.perf_counter() - started,
+    )
+    return Validator(checker)
