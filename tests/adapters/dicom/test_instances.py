@@ -29,7 +29,9 @@ def test_put_is_content_addressed_and_indexed(tmp_path):
     store.close()
 
 
-@pytest.mark.parametrize(("policy", "outcome", "kept_first"), [("keep", "duplicate-kept", True), ("replace", "replaced", False)])
+@pytest.mark.parametrize(
+    ("policy", "outcome", "kept_first"), [("keep", "duplicate-kept", True), ("replace", "replaced", False)]
+)
 def test_duplicate_sop_instance_policy(tmp_path, policy, outcome, kept_first):
     store = InstanceStore(tmp_path, policy)
     study, series, sop = generate_uid(), generate_uid(), generate_uid()
@@ -40,7 +42,7 @@ def test_duplicate_sop_instance_policy(tmp_path, policy, outcome, kept_first):
     assert rec.outcome == outcome
     assert store.read_bytes(sop) == (first if kept_first else second)
     assert len(store.study(study)) == 1
-    objects = [p for p in (tmp_path / "objects").rglob("*.dcm")]
+    objects = list((tmp_path / "objects").rglob("*.dcm"))
     assert len(objects) == 1  # the replaced file is gone, the kept one untouched
     store.close()
 

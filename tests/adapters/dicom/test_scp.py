@@ -28,6 +28,8 @@ from fhir_server.settings import Settings
 from tests.adapters.dicom.conftest import RecordingSink, study_bundles, wait_for
 from tests.adapters.dicom.synthetic import dataset_bytes, make_instance, part10
 
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+
 
 def _settings(tmp_path: Path, **kw) -> Settings:
     base = {
@@ -126,9 +128,11 @@ async def test_abort_mid_association_keeps_what_was_complete(listener):
 
 
 async def test_unknown_callers_can_be_refused(tmp_path):
-    service = await start_dicom(_settings(tmp_path, dicom_refuse_unknown_callers=True), RecordingSink(), port=0)
+    settings = _settings(tmp_path, dicom_refuse_unknown_callers=True)
+    service = await start_dicom(settings, RecordingSink(), port=0)
     try:
-        stranger = await asyncio.to_thread(_scu(Verification, aet="STRANGER").associate, "127.0.0.1", service.port)
+        stranger_ae = _scu(Verification, aet="STRANGER")
+        stranger = await asyncio.to_thread(stranger_ae.associate, "127.0.0.1", service.port)
         assert stranger.is_rejected
         member = await asyncio.to_thread(_scu(Verification, aet="TOWNA").associate, "127.0.0.1", service.port)
         assert member.is_established
@@ -247,7 +251,8 @@ async def test_c_move_to_configured_destination(tmp_path):
             q = Dataset()
             q.QueryRetrieveLevel = "STUDY"
             q.StudyInstanceUID = study
-            final = [s.Status for s, _ in assoc.send_c_move(q, destination, StudyRootQueryRetrieveInformationModelMove)]
+            model = StudyRootQueryRetrieveInformationModelMove
+            final = [s.Status for s, _ in assoc.send_c_move(q, destination, model)]
             assoc.release()
             return int(final[-1])
 
@@ -278,7 +283,7 @@ async def test_modality_worklist_lists_scheduled_imaging_requests(tmp_path):
         "intent": "order",
         "identifier": [{"type": {"coding": [{"code": "ACSN"}]}, "value": "ACC9"}],
         "category": [{"coding": [{"system": "http://snomed.info/sct", "code": "363679005"}]}],
-        "code": {"coding": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"}], "text": "胸部CT"},
+        "code": {"coding": [{"system": DCM, "code": "CT"}], "text": "胸部CT"},
         "subject": {"reference": "Patient/p1"},
         "performer": [{"reference": "Organization/org-town-a"}],
         "occurrenceDateTime": "2026-11-24T08:30:00+08:00",

@@ -29,7 +29,14 @@ def test_gb18030_bytes_are_really_gb18030():
 
 @pytest.mark.parametrize(
     "name",
-    ["CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_implicit.dcm"],
+    [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "MR_small_RLE.dcm",
+        "JPEG2000.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "MR_small_implicit.dcm",
+    ],
 )
 def test_pydicom_test_files_are_accepted_in_their_transfer_syntax(name):
     path = get_testdata_file(name)

@@ -53,7 +53,8 @@ def test_study_bundle_shape():
 
 def test_patient_without_issuer_is_scoped_by_member_and_without_id_by_study():
     study = generate_uid()
-    no_issuer = translate_study([_record(make_instance(study, generate_uid(), issuer=None))], StudyContext("x"))
+    records = [_record(make_instance(study, generate_uid(), issuer=None))]
+    no_issuer = translate_study(records, StudyContext("x"))
     assert _entries(no_issuer)["Patient"]["resource"]["identifier"][0]["system"].endswith(
         "org-town-a:patient-id"
     )
