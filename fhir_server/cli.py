@@ -57,10 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _adapter_commands() -> list[SubcommandAdder]:
-    from adapters.dicom import commands as dicom_commands
-    from adapters.hl7v2 import commands as hl7_commands
-
-    return [hl7_commands.add_parser, dicom_commands.add_parser]
+    return []
 
 
 def build_parser() -> argparse.ArgumentParser:

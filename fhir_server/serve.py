@@ -14,16 +14,17 @@ LOGGER = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings) -> None:
-    from adapters.dicom.dicomweb import build_dicomweb_app
-    from adapters.dicom.service import start_dicom
-    from adapters.hl7v2.listener import start_mllp
-
     async with open_hub(settings) as hub, contextlib.AsyncExitStack() as stack:
         if settings.mllp_port:
+            from adapters.hl7v2.listener import start_mllp
+
             mllp = await start_mllp(settings, hub.sink)
             stack.push_async_callback(mllp.close)
             LOGGER.info("MLLP listening on %s:%s", settings.mllp_host, mllp.port)
         if settings.dicom_port:
+            from adapters.dicom.dicomweb import build_dicomweb_app
+            from adapters.dicom.service import start_dicom
+
             dicom = await start_dicom(settings, hub.sink)
             stack.push_async_callback(dicom.close)
             hub.app.mount("/dicomweb", build_dicomweb_app(settings, hub.sink, dicom.instances))

@@ -80,3 +80,19 @@ async def test_write_sections_are_serialised(store: ResourceStore) -> None:
     await asyncio.gather(*(bump(n) for n in range(20)))
     current = await store.current("Patient", "c")
     assert current is not None and current.version == 20
+
+
+async def test_failing_section_among_concurrent_writers(store: ResourceStore) -> None:
+    """A section that fails mid-burst is rolled back alone; the others in its commit group persist."""
+
+    async def write(n: int) -> None:
+        async with store.write() as tx:
+            await tx.write_version(_version(f"g{n}", 1, at="2026-01-01T00:00:00.000Z", method="POST"))
+            if n % 3 == 0:
+                raise ValueError(f"section {n} fails")
+
+    results = await asyncio.gather(*(write(n) for n in range(12)), return_exceptions=True)
+    failed = {n for n, r in enumerate(results) if isinstance(r, ValueError)}
+    assert failed == {0, 3, 6, 9}
+    present = {v.id for v in await store.current_many([("Patient", f"g{n}") for n in range(12)])}
+    assert present == {f"g{n}" for n in range(12) if n % 3}

@@ -13,6 +13,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,30 @@ def _connect(path: Path | str) -> sqlite3.Connection:
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA mmap_size=268435456")
     return conn
+
+
+@dataclass
+class _CommitGroup:
+    """Write sections sharing one outer transaction and one COMMIT."""
+
+    members: list[asyncio.Future[None]]
+    sections: int = 0
+    sections_failed: int = 0
+
+    def join(self) -> asyncio.Future[None]:
+        """A future of the caller's own: cancelling one member never cancels the others' wait."""
+        member: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.members.append(member)
+        return member
+
+    def finish(self, error: BaseException | None) -> None:
+        for member in self.members:
+            if member.done():
+                continue
+            if error is None:
+                member.set_result(None)
+            else:
+                member.set_exception(error)
 
 
 class SqliteWriteTransaction:
@@ -122,11 +147,14 @@ def _current(conn: sqlite3.Connection, resource_type: str, resource_id: str) -> 
 class SqliteStore:
     """ResourceStore over one SQLite database file."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, max_group: int = 512) -> None:
         self._path = path
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._pending = 0  # sections entered and not yet finished (waiting for the lock included)
+        self._group: _CommitGroup | None = None
+        self._max_group = max_group
 
     async def open(self) -> None:
         if isinstance(self._path, Path) and str(self._path) != ":memory:":
@@ -182,21 +210,62 @@ class SqliteStore:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqliteWriteTransaction]:
-        if self._writer is None:
-            raise StorageError("SQLite store is not open")
+        """One serialised write section, committed by group commit.
+
+        Sections run one at a time under the lock, each inside a SAVEPOINT of a shared outer
+        transaction. The last section of a burst (nobody else waiting) commits the group; the COMMIT
+        (the fsync) runs in a worker thread while the lock is held, so the event loop keeps serving
+        and requests arriving meanwhile form the next group. Every caller returns only after the
+        COMMIT that made its section durable: one fsync is shared by many writes, none is answered early.
+        """
         conn = self._writer
-        async with self._write_lock:
+        if conn is None:
+            raise StorageError("SQLite store is not open")
+        self._pending += 1
+        try:
+            async with self._write_lock:
+                group = self._open_group(conn)
+                done = group.join()
+                conn.execute("SAVEPOINT section")
+                try:
+                    yield SqliteWriteTransaction(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK TO section")
+                    conn.execute("RELEASE section")
+                    group.sections_failed += 1
+                    await self._maybe_commit(conn, group)
+                    raise
+                conn.execute("RELEASE section")
+                group.sections += 1
+                await self._maybe_commit(conn, group)
+        finally:
+            self._pending -= 1
+        await done
+
+    def _open_group(self, conn: sqlite3.Connection) -> _CommitGroup:
+        if self._group is None:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot start a write transaction: {exc}") from exc
+            self._group = _CommitGroup([])
+        return self._group
+
+    async def _maybe_commit(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
+        """Commit when this is the last waiting section, or the group is big enough."""
+        if self._pending == 1:
+            # Let writers that are already runnable reach the lock and join this group.
+            await asyncio.sleep(0)
+        if self._pending > 1 and group.sections + group.sections_failed < self._max_group:
+            return
+        self._group = None
+        try:
+            await asyncio.to_thread(conn.execute, "COMMIT")
+        except sqlite3.Error as exc:
             try:
-                yield SqliteWriteTransaction(conn)
-            except BaseException:
                 conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                conn.execute("ROLLBACK")
-                raise StorageError(f"commit failed: {exc}") from exc
+            except sqlite3.Error:
+                LOGGER.exception("rollback after failed commit also failed")
+            group.finish(StorageError(f"commit failed, nothing was written: {exc}"))
+            return
+        group.finish(None)
