@@ -32,7 +32,18 @@ def free_port() -> int:
 
 def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "YILIAN_MLLP_PORT": "0", "YILIAN_DICOM_PORT": "0"}
-    cmd = [sys.executable, "-m", "fhir_server", "serve", "--port", str(port), "--db", str(db), "--log-level", "WARNING"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fhir_server",
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        str(db),
+        "--log-level",
+        "WARNING",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     for _ in range(200):
         try:
@@ -76,41 +87,75 @@ def synthea_bundle(n_encounters: int = 20, obs_per_encounter: int = 9) -> dict:
     entries = [{"fullUrl": pid, "resource": PATIENT, "request": {"method": "POST", "url": "Patient"}}]
     for e in range(n_encounters):
         enc = f"urn:uuid:{uuid.uuid4()}"
-        entries.append({
-            "fullUrl": enc,
-            "resource": {
-                "resourceType": "Encounter", "status": "finished",
-                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-                "subject": {"reference": pid},
-                "period": {"start": f"2025-{e % 12 + 1:02d}-10T09:00:00+08:00", "end": f"2025-{e % 12 + 1:02d}-10T09:30:00+08:00"},
-            },
-            "request": {"method": "POST", "url": "Encounter"},
-        })
+        entries.append(
+            {
+                "fullUrl": enc,
+                "resource": {
+                    "resourceType": "Encounter",
+                    "status": "finished",
+                    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                    "subject": {"reference": pid},
+                    "period": {
+                        "start": f"2025-{e % 12 + 1:02d}-10T09:00:00+08:00",
+                        "end": f"2025-{e % 12 + 1:02d}-10T09:30:00+08:00",
+                    },
+                },
+                "request": {"method": "POST", "url": "Encounter"},
+            }
+        )
         obs_refs = []
         for o in range(obs_per_encounter):
             ou = f"urn:uuid:{uuid.uuid4()}"
             obs_refs.append({"reference": ou})
-            entries.append({
-                "fullUrl": ou,
+            entries.append(
+                {
+                    "fullUrl": ou,
+                    "resource": {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "category": [
+                            {
+                                "coding": [
+                                    {
+                                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                        "code": "laboratory",
+                                    }
+                                ]
+                            }
+                        ],
+                        "code": {
+                            "coding": [
+                                {"system": "http://loinc.org", "code": "718-7", "display": "Hemoglobin"}
+                            ],
+                            "text": "血红蛋白",
+                        },
+                        "subject": {"reference": pid},
+                        "encounter": {"reference": enc},
+                        "effectiveDateTime": f"2025-{e % 12 + 1:02d}-10T09:10:00+08:00",
+                        "valueQuantity": {
+                            "value": 120 + o,
+                            "unit": "g/L",
+                            "system": "http://unitsofmeasure.org",
+                            "code": "g/L",
+                        },
+                    },
+                    "request": {"method": "POST", "url": "Observation"},
+                }
+            )
+        entries.append(
+            {
                 "resource": {
-                    "resourceType": "Observation", "status": "final",
-                    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
-                    "code": {"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Hemoglobin"}], "text": "血红蛋白"},
-                    "subject": {"reference": pid}, "encounter": {"reference": enc},
-                    "effectiveDateTime": f"2025-{e % 12 + 1:02d}-10T09:10:00+08:00",
-                    "valueQuantity": {"value": 120 + o, "unit": "g/L", "system": "http://unitsofmeasure.org", "code": "g/L"},
+                    "resourceType": "DiagnosticReport",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2"}]},
+                    "subject": {"reference": pid},
+                    "encounter": {"reference": enc},
+                    "result": obs_refs,
+                    "issued": "2025-01-10T10:00:00+08:00",
                 },
-                "request": {"method": "POST", "url": "Observation"},
-            })
-        entries.append({
-            "resource": {
-                "resourceType": "DiagnosticReport", "status": "final",
-                "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2"}]},
-                "subject": {"reference": pid}, "encounter": {"reference": enc}, "result": obs_refs,
-                "issued": "2025-01-10T10:00:00+08:00",
-            },
-            "request": {"method": "POST", "url": "DiagnosticReport"},
-        })
+                "request": {"method": "POST", "url": "DiagnosticReport"},
+            }
+        )
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
@@ -146,8 +191,10 @@ def main() -> None:
             for b in bundles:
                 client.post(base, json=b).raise_for_status()
             elapsed = time.perf_counter() - started
-        print(f"  transaction ingest: {size / elapsed:,.0f} resources/s "
-              f"({len(bundles)} bundles x {size // len(bundles)} resources, target >= 3,000/s)")
+        print(
+            f"  transaction ingest: {size / elapsed:,.0f} resources/s "
+            f"({len(bundles)} bundles x {size // len(bundles)} resources, target >= 3,000/s)"
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -26,11 +26,15 @@ def _serve_parser(subparsers: Any) -> None:
     serve.add_argument("--host", help="FHIR API bind address (YILIAN_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="FHIR API port (YILIAN_PORT, default 8080)")
     serve.add_argument("--db", type=Path, help="SQLite database file (YILIAN_DB, default ./data/yilian.db)")
-    serve.add_argument("--storage", choices=["sqlite", "memory", "mongodb"], help="storage backend (YILIAN_STORAGE)")
+    serve.add_argument(
+        "--storage", choices=["sqlite", "memory", "mongodb"], help="storage backend (YILIAN_STORAGE)"
+    )
     serve.add_argument("--mllp-host", help="MLLP bind address (YILIAN_MLLP_HOST)")
     serve.add_argument("--mllp-port", type=int, help="MLLP port, 0 disables (YILIAN_MLLP_PORT, default 2575)")
     serve.add_argument("--dicom-host", help="DICOM bind address (YILIAN_DICOM_HOST)")
-    serve.add_argument("--dicom-port", type=int, help="DICOM port, 0 disables (YILIAN_DICOM_PORT, default 11112)")
+    serve.add_argument(
+        "--dicom-port", type=int, help="DICOM port, 0 disables (YILIAN_DICOM_PORT, default 11112)"
+    )
     serve.add_argument("--dicom-aet", help="DICOM AE title (YILIAN_DICOM_AET, default YILIAN)")
     serve.add_argument("--log-level", default="INFO")
     serve.set_defaults(func=_serve)
@@ -40,7 +44,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {
         key: value
         for key in (
-            "host", "port", "db", "storage", "mllp_host", "mllp_port", "dicom_host", "dicom_port", "dicom_aet",
+            "host",
+            "port",
+            "db",
+            "storage",
+            "mllp_host",
+            "mllp_port",
+            "dicom_host",
+            "dicom_port",
+            "dicom_aet",
         )
         if (value := getattr(args, key, None)) is not None
     }

@@ -35,7 +35,11 @@ class Issue:
     expression: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+        out: dict[str, object] = {
+            "severity": self.severity,
+            "code": self.code,
+            "diagnostics": self.diagnostics,
+        }
         if self.expression:
             out["expression"] = list(self.expression)
         return out
@@ -59,12 +63,12 @@ class FhirError(Exception):
         return self.message
 
 
-
-
 class BadRequest(FhirError):
     """The request itself is malformed (syntax, wrong type for URL, id mismatch)."""
 
-    def __init__(self, message: str, issues: list[Issue] | None = None, expression: str | None = None) -> None:
+    def __init__(
+        self, message: str, issues: list[Issue] | None = None, expression: str | None = None
+    ) -> None:
         if issues is None and expression:
             issues = [Issue("error", "invalid", message, (expression,))]
         super().__init__(message, list(issues or []), 400, "invalid")

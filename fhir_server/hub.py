@@ -59,7 +59,9 @@ def shared_validator() -> Validator:
     return build_validator()
 
 
-def build_service(settings: Settings, store: ResourceStore, registry: SearchRegistry | None = None) -> FhirService:
+def build_service(
+    settings: Settings, store: ResourceStore, registry: SearchRegistry | None = None
+) -> FhirService:
     registry = registry or build_registry()
     validator = shared_validator()
 

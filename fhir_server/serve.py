@@ -30,5 +30,7 @@ async def serve(settings: Settings) -> None:
             hub.app.mount("/dicomweb", build_dicomweb_app(settings, hub.sink, dicom.instances))
             LOGGER.info("DICOM %s listening on %s:%s", settings.dicom_aet, settings.dicom_host, dicom.port)
         LOGGER.info("FHIR API on http://%s:%s%s", settings.host, settings.port, settings.base_path)
-        config = uvicorn.Config(hub.app, host=settings.host, port=settings.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            hub.app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
+        )
         await uvicorn.Server(config).serve()

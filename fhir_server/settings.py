@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     hl7_default_charset: str = "UNICODE UTF-8"
     hl7_sender_charsets: dict[str, str] = Field(default_factory=dict)  # sending facility -> MSH-18 default
     hl7_timezone: str = "Asia/Shanghai"
-    hl7_member_levels: dict[str, int] = Field(default_factory=dict)  # facility -> tier (village 1 .. county 3)
+    hl7_member_levels: dict[str, int] = Field(
+        default_factory=dict
+    )  # facility -> tier (village 1 .. county 3)
     hl7_outbound_retries: int = 5  # outbound ORU delivery attempts before giving up
 
     # DICOM

@@ -40,20 +40,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return _render(NotFound(f"No FHIR endpoint at {request.method} {request.url.path}"))
     if exc.status_code == 405:
         return _render(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"))
-    return json_response(
-        operation_outcome([Issue("error", "exception", str(exc.detail))]), exc.status_code
-    )
+    return json_response(operation_outcome([Issue("error", "exception", str(exc.detail))]), exc.status_code)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     LOGGER.exception("unhandled error on %s %s", request.method, request.url.path)
     return json_response(
-        operation_outcome([Issue("fatal", "exception", f"Internal error ({type(exc).__name__}); see server log")]),
+        operation_outcome(
+            [Issue("fatal", "exception", f"Internal error ({type(exc).__name__}); see server log")]
+        ),
         500,
     )
 
 
-def create_app(settings: Settings, service: FhirService, *, operations: list[OperationInfo] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, service: FhirService, *, operations: list[OperationInfo] | None = None
+) -> FastAPI:
     app = FastAPI(title="YiLian FHIR Hub", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.fhir = ApiState(service=service, settings=settings, operations=list(operations or []))
     app.add_exception_handler(FhirError, _fhir_error)

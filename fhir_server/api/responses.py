@@ -17,7 +17,9 @@ from fhir_server.storage.timestamps import instant_to_us
 JsonObject = dict[str, Any]
 
 
-def json_response(body: Any, status: int = 200, *, pretty: bool = False, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    body: Any, status: int = 200, *, pretty: bool = False, headers: dict[str, str] | None = None
+) -> Response:
     return Response(dumps(body, pretty=pretty), status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
@@ -43,7 +45,13 @@ def write_response(
         return Response(status_code=status, headers=headers)
     if negotiated.prefer_return == "OperationOutcome":
         outcome = operation_outcome(
-            [Issue("information", "informational", f"{stored.resource_type}/{stored.id} version {stored.version}")]
+            [
+                Issue(
+                    "information",
+                    "informational",
+                    f"{stored.resource_type}/{stored.id} version {stored.version}",
+                )
+            ]
         )
         return json_response(outcome, status, pretty=negotiated.pretty, headers=headers)
     return json_response(stored.body, status, pretty=negotiated.pretty, headers=headers)

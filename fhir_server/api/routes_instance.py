@@ -30,7 +30,11 @@ def build_instance_router() -> APIRouter:
         state = state_of(request)
         await crud.read_any(state.service, resource_type, resource_id)
         bundle = await history(
-            state.service, resource_type, resource_id, list(request.query_params.multi_items()), base_url=base_url(request)
+            state.service,
+            resource_type,
+            resource_id,
+            list(request.query_params.multi_items()),
+            base_url=base_url(request),
         )
         return json_response(bundle, pretty=neg.pretty)
 

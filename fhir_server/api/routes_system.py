@@ -25,7 +25,10 @@ def build_system_router() -> APIRouter:
         neg = negotiate(request)
         state = state_of(request)
         statement = capability_statement(
-            state.service, base_url=base_url(request), operations=state.operations, instant=state.service.clock()
+            state.service,
+            base_url=base_url(request),
+            operations=state.operations,
+            instant=state.service.clock(),
         )
         return json_response(statement, pretty=neg.pretty)
 
@@ -37,24 +40,34 @@ def build_system_router() -> APIRouter:
         state = state_of(request)
         body = await read_json(request, state.settings.max_body_bytes, state.settings.max_json_depth)
         if body.get("resourceType") != "Bundle":
-            raise BadRequest("POST to the base URL needs a Bundle of type batch or transaction", expression="Bundle")
+            raise BadRequest(
+                "POST to the base URL needs a Bundle of type batch or transaction", expression="Bundle"
+            )
         kind = body.get("type")
         return_resources = neg.prefer_return == "representation" and "return=representation" in (
             request.headers.get("prefer") or ""
         )
         if kind == "transaction":
-            result = await transaction(state.service, body, base_url=base_url(request), return_resources=return_resources)
+            result = await transaction(
+                state.service, body, base_url=base_url(request), return_resources=return_resources
+            )
         elif kind == "batch":
-            result = await batch(state.service, body, base_url=base_url(request), return_resources=return_resources)
+            result = await batch(
+                state.service, body, base_url=base_url(request), return_resources=return_resources
+            )
         else:
-            raise BadRequest(f"Bundle.type must be batch or transaction, not {kind!r}", expression="Bundle.type")
+            raise BadRequest(
+                f"Bundle.type must be batch or transaction, not {kind!r}", expression="Bundle.type"
+            )
         return json_response(result, pretty=neg.pretty)
 
     @router.get("/_history")
     async def system_history(request: Request) -> Response:
         neg = negotiate(request)
         state = state_of(request)
-        bundle = await history(state.service, None, None, list(request.query_params.multi_items()), base_url=base_url(request))
+        bundle = await history(
+            state.service, None, None, list(request.query_params.multi_items()), base_url=base_url(request)
+        )
         return json_response(bundle, pretty=neg.pretty)
 
     @router.get("")

@@ -41,7 +41,9 @@ def build_type_router() -> APIRouter:
         check_type(state.service, resource_type)
         body = await read_json(request, state.settings.max_body_bytes, state.settings.max_json_depth)
         if body.get("resourceType") == "Parameters":
-            found = next((p.get("resource") for p in body.get("parameter", []) if p.get("name") == "resource"), None)
+            found = next(
+                (p.get("resource") for p in body.get("parameter", []) if p.get("name") == "resource"), None
+            )
             if not isinstance(found, dict):
                 raise BadRequest("$validate Parameters need a 'resource' parameter")
             body = found
@@ -55,7 +57,11 @@ def build_type_router() -> APIRouter:
         neg = negotiate(request)
         state = state_of(request)
         bundle = await history(
-            state.service, resource_type, None, list(request.query_params.multi_items()), base_url=base_url(request)
+            state.service,
+            resource_type,
+            None,
+            list(request.query_params.multi_items()),
+            base_url=base_url(request),
         )
         return json_response(bundle, pretty=neg.pretty)
 
@@ -124,7 +130,11 @@ def build_type_router() -> APIRouter:
         state = state_of(request)
         operations = await read_json_any(request, state.settings.max_body_bytes)
         result = await crud.patch(
-            state.service, resource_type, None, operations, criteria=_criteria(request),
+            state.service,
+            resource_type,
+            None,
+            operations,
+            criteria=_criteria(request),
             if_match=request.headers.get("if-match"),
         )
         return write_response(result.stored, 200, neg, base_url(request), location=False)

@@ -9,8 +9,8 @@ A batch runs each entry on its own: one failing entry becomes an error response,
 from __future__ import annotations
 
 import copy
-from http import HTTPStatus
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from fhir_server.errors import BadRequest, FhirError, Issue, NotFound, PayloadTooLarge, PreconditionFailed
@@ -58,10 +58,14 @@ def _parse_entry(index: int, raw: Any, base_url: str) -> Entry:
         raise BadRequest(f"{where} must be an object", expression=where)
     request = raw.get("request")
     if not isinstance(request, dict):
-        raise BadRequest(f"{where}.request is required in a batch or transaction", expression=f"{where}.request")
+        raise BadRequest(
+            f"{where}.request is required in a batch or transaction", expression=f"{where}.request"
+        )
     method = str(request.get("method", "")).upper()
     if method not in _ORDER:
-        raise BadRequest(f"{where}.request.method '{method}' is not supported", expression=f"{where}.request.method")
+        raise BadRequest(
+            f"{where}.request.method '{method}' is not supported", expression=f"{where}.request.method"
+        )
     url = str(request.get("url") or "")
     if url.startswith(base_url):
         url = url[len(base_url) :]
@@ -94,7 +98,8 @@ def _entry_error(entry: Entry, exc: FhirError) -> FhirError:
     """Prefix an entry's error with where it happened, keeping status and issues."""
     exc.message = f"Bundle.entry[{entry.index}] ({entry.method} {entry.url}): {exc.message}"
     exc.issues = [
-        Issue(i.severity, i.code, f"Bundle.entry[{entry.index}]: {i.diagnostics}", i.expression) for i in exc.issues
+        Issue(i.severity, i.code, f"Bundle.entry[{entry.index}]: {i.diagnostics}", i.expression)
+        for i in exc.issues
     ]
     return exc
 
@@ -136,7 +141,9 @@ class _Resolver:
         return self.by_full_url.get(reference) or self.conditional.get(reference)
 
 
-async def _assign_targets(service: FhirService, tx: WriteTransaction, entries: list[Entry], resolver: _Resolver) -> None:
+async def _assign_targets(
+    service: FhirService, tx: WriteTransaction, entries: list[Entry], resolver: _Resolver
+) -> None:
     for entry in entries:
         try:
             if entry.method == "POST":
@@ -221,7 +228,12 @@ async def _execute(
         if entry.existing is not None:
             return _response_for(WriteResult(entry.existing, created=False, changed=False))
         result = await create_resource(
-            service, tx, entry.resource_type, entry.resource, if_none_exist=None, changes=changes,
+            service,
+            tx,
+            entry.resource_type,
+            entry.resource,
+            if_none_exist=None,
+            changes=changes,
             assigned_id=entry.target_id,
         )
         entry.response["_resource"] = result.stored
@@ -233,8 +245,14 @@ async def _execute(
         if entry.resource_id is not None and body_id != entry.resource_id:
             raise BadRequest(f"The body's id '{body_id}' does not match the URL's id '{entry.resource_id}'")
         result = await write_resource(
-            service, tx, entry.resource_type, entry.target_id, entry.resource, method="PUT",
-            if_match=entry.request.get("ifMatch"), changes=changes,
+            service,
+            tx,
+            entry.resource_type,
+            entry.target_id,
+            entry.resource,
+            method="PUT",
+            if_match=entry.request.get("ifMatch"),
+            changes=changes,
         )
         entry.response["_resource"] = result.stored
         return _response_for(result)
@@ -296,7 +314,9 @@ async def transaction(
     }
 
 
-async def batch(service: FhirService, bundle: JsonObject, *, base_url: str, return_resources: bool = False) -> JsonObject:
+async def batch(
+    service: FhirService, bundle: JsonObject, *, base_url: str, return_resources: bool = False
+) -> JsonObject:
     entries = _entries(service, bundle, base_url)
     out: list[JsonObject] = []
     for entry in entries:
@@ -314,7 +334,10 @@ async def batch(service: FhirService, bundle: JsonObject, *, base_url: str, retu
                     response = await _execute(service, tx, entry, changes)
             await service.events.publish(changes)
         except FhirError as exc:
-            response = {"status": f"{exc.status} {_reason(exc.status)}", "outcome": operation_outcome(exc.issues)}
+            response = {
+                "status": f"{exc.status} {_reason(exc.status)}",
+                "outcome": operation_outcome(exc.issues),
+            }
         out.append(_response_entry(entry, response, return_resources))
     return {"resourceType": "Bundle", "type": "batch-response", "entry": out}
 
@@ -324,4 +347,3 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
-

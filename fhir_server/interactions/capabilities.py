@@ -16,7 +16,16 @@ from fhir_server.model.definitions import FHIR_VERSION
 
 JsonObject = dict[str, Any]
 
-TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create")
+TYPE_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+)
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 
 

@@ -151,7 +151,14 @@ async def patch(
             raise NotFound(f"{resource_type}/{resource_id} does not exist")
         patched = apply_patch(current.body, operations, resource_type)
         result = await write_resource(
-            service, tx, resource_type, resource_id, patched, method="PATCH", if_match=if_match, changes=changes
+            service,
+            tx,
+            resource_type,
+            resource_id,
+            patched,
+            method="PATCH",
+            if_match=if_match,
+            changes=changes,
         )
     await service.events.publish(changes)
     return result

@@ -39,4 +39,6 @@ class EventBus:
                 try:
                     await handler(change)
                 except Exception:
-                    LOGGER.exception("event handler %r failed for %s/%s", handler, change.resource_type, change.id)
+                    LOGGER.exception(
+                        "event handler %r failed for %s/%s", handler, change.resource_type, change.id
+                    )

@@ -31,7 +31,12 @@ class InProcessSink:
 
     async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
         return await search_bundle(
-            self._service.store, self._service.registry, resource_type, params, base_url=self._base_url, strict=True
+            self._service.store,
+            self._service.registry,
+            resource_type,
+            params,
+            base_url=self._base_url,
+            strict=True,
         )
 
     async def read(self, resource_type: str, resource_id: str) -> JsonObject | None:

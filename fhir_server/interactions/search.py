@@ -7,9 +7,10 @@ while other clients write.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from fhir_server.errors import InvalidSearch
+from fhir_server.errors import InvalidSearch, Issue
 from fhir_server.model.outcomes import operation_outcome
 from fhir_server.model.references import iter_reference_holders
 from fhir_server.search.ast import Criterion, Filter, Include, ParamRef, ReferenceValue, SearchQuery
@@ -73,8 +74,6 @@ async def compartment_search(
 
 
 def with_filters(query: SearchQuery, *filters: Filter) -> SearchQuery:
-    from dataclasses import replace
-
     return replace(query, filters=(*filters, *query.filters))
 
 
@@ -128,8 +127,6 @@ def searchset(
 
 
 def operation_outcome_warning(ignored: tuple[str, ...]) -> JsonObject:
-    from fhir_server.errors import Issue
-
     issues = [Issue("warning", "not-supported", f"Search parameter '{name}' was ignored") for name in ignored]
     return operation_outcome(issues)
 

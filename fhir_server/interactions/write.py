@@ -7,16 +7,16 @@ If-Match, version numbering, validation and indexing are written once.
 from __future__ import annotations
 
 import uuid
-from urllib.parse import parse_qsl
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fhir_server.errors import (
     BadRequest,
     NotFound,
     PreconditionFailed,
-    Unprocessable,
     UnknownResourceType,
+    Unprocessable,
 )
 from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.service import FhirService
@@ -55,7 +55,7 @@ def parse_version_tag(value: str) -> int:
         text = text[2:]
     text = text.strip('"')
     if not text.isdigit():
-        raise BadRequest(f"If-Match value {value!r} is not a version ETag like W/\"1\"")
+        raise BadRequest(f'If-Match value {value!r} is not a version ETag like W/"1"')
     return int(text)
 
 
@@ -106,7 +106,7 @@ async def write_resource(
         if current is None or current.deleted or current.version != expected:
             have = "none" if current is None or current.deleted else str(current.version)
             raise PreconditionFailed(
-                f"If-Match W/\"{expected}\" does not match the current version ({have}) of "
+                f'If-Match W/"{expected}" does not match the current version ({have}) of '
                 f"{resource_type}/{resource_id}"
             )
     if must_exist and (current is None or current.deleted):
@@ -201,4 +201,3 @@ async def conditional_target(
             )
         return target
     return body_id or new_id()
-

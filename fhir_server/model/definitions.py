@@ -60,7 +60,9 @@ def resource_types() -> frozenset[str]:
     return frozenset(
         sd["type"]
         for sd in core_structure_definitions().values()
-        if sd.get("kind") == "resource" and not sd.get("abstract") and sd.get("derivation") == "specialization"
+        if sd.get("kind") == "resource"
+        and not sd.get("abstract")
+        and sd.get("derivation") == "specialization"
     )
 
 

@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$")
+RELATIVE_REFERENCE = re.compile(
+    r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$"
+)
 
 
 def iter_reference_holders(value: Any) -> Iterator[dict[str, Any]]:

@@ -178,9 +178,10 @@ class SearchRegistry:
 
 def _fhirpath_extractor(expression: str, resource_type: str | None) -> NodeExtractor | None:
     import fhirpathpy  # imported lazily: only the few exotic expressions need it
+    from fhirpathpy.models import models
 
     try:
-        fn = fhirpathpy.compile(expression)
+        fn = fhirpathpy.compile(expression, models["r4"])
     except Exception:  # noqa: BLE001 - fhirpathpy raises bare exceptions for grammar it lacks
         LOGGER.warning("SearchParameter expression not evaluable: %s", expression)
         return None

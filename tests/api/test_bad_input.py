@@ -22,9 +22,15 @@ async def _count(client: httpx.AsyncClient) -> int:
 
 
 async def test_malformed_json(client: httpx.AsyncClient) -> None:
-    r = await client.post("/fhir/Patient", content=b'{"resourceType": "Patient",', headers={"Content-Type": "application/fhir+json"})
+    r = await client.post(
+        "/fhir/Patient",
+        content=b'{"resourceType": "Patient",',
+        headers={"Content-Type": "application/fhir+json"},
+    )
     assert "not valid JSON" in _outcome(r, 400)["issue"][0]["diagnostics"]
-    r = await client.post("/fhir/Patient", content=b"[1, 2]", headers={"Content-Type": "application/fhir+json"})
+    r = await client.post(
+        "/fhir/Patient", content=b"[1, 2]", headers={"Content-Type": "application/fhir+json"}
+    )
     _outcome(r, 400)
     assert await _count(client) == 0
 
@@ -54,11 +60,17 @@ async def test_unknown_resource_type(client: httpx.AsyncClient) -> None:
 
 
 async def test_validation_names_element_path(client: httpx.AsyncClient) -> None:
-    body = _outcome(await client.post("/fhir/Patient", json={"resourceType": "Patient", "gender": "bogus"}), 422)
+    body = _outcome(
+        await client.post("/fhir/Patient", json={"resourceType": "Patient", "gender": "bogus"}), 422
+    )
     assert body["issue"][0]["expression"] == ["Patient.gender"]
-    body = _outcome(await client.post("/fhir/Patient", json={"resourceType": "Patient", "active": "yes"}), 422)
+    body = _outcome(
+        await client.post("/fhir/Patient", json={"resourceType": "Patient", "active": "yes"}), 422
+    )
     assert body["issue"][0]["expression"] == ["Patient.active"]
-    body = _outcome(await client.post("/fhir/Observation", json={"resourceType": "Observation", "status": "final"}), 422)
+    body = _outcome(
+        await client.post("/fhir/Observation", json={"resourceType": "Observation", "status": "final"}), 422
+    )
     assert any("Observation.code" in (i.get("expression") or [""])[0] for i in body["issue"])
     assert await _count(client) == 0
 
@@ -75,7 +87,9 @@ async def test_xml_is_refused_clearly(client: httpx.AsyncClient) -> None:
     _outcome(await client.get("/fhir/metadata", headers={"Accept": "application/fhir+xml"}), 406)
     _outcome(await client.get("/fhir/metadata?_format=xml"), 406)
     r = await client.post(
-        "/fhir/Patient", content=b"<Patient xmlns='http://hl7.org/fhir'/>", headers={"Content-Type": "application/fhir+xml"}
+        "/fhir/Patient",
+        content=b"<Patient xmlns='http://hl7.org/fhir'/>",
+        headers={"Content-Type": "application/fhir+xml"},
     )
     _outcome(r, 415)
 
@@ -103,17 +117,24 @@ async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize("hub_body", [b"", b"   "])
 async def test_empty_body(client: httpx.AsyncClient, hub_body: bytes) -> None:
-    _outcome(await client.post("/fhir/Patient", content=hub_body, headers={"Content-Type": "application/fhir+json"}), 400)
+    _outcome(
+        await client.post(
+            "/fhir/Patient", content=hub_body, headers={"Content-Type": "application/fhir+json"}
+        ),
+        400,
+    )
 
 
 async def test_bundle_entry_limit(tmp_path) -> None:
     settings = Settings(db=tmp_path / "b.db", max_bundle_entries=3)
-    async with open_hub(settings) as limited:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=limited.app), base_url="http://t") as c:
-            entries = [
-                {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}
-                for _ in range(4)
-            ]
-            r = await c.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
-            _outcome(r, 413)
-
+    async with open_hub(settings) as limited, httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=limited.app), base_url="http://t"
+    ) as c:
+        entries = [
+            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}
+            for _ in range(4)
+        ]
+        r = await c.post(
+            "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        )
+        _outcome(r, 413)

@@ -61,16 +61,25 @@ async def test_prefer_return(client: httpx.AsyncClient) -> None:
 
 async def test_json_patch(client: httpx.AsyncClient) -> None:
     pid = (await client.post("/fhir/Patient", json=PATIENT)).json()["id"]
-    ops = [{"op": "replace", "path": "/gender", "value": "female"}, {"op": "add", "path": "/active", "value": True}]
+    ops = [
+        {"op": "replace", "path": "/gender", "value": "female"},
+        {"op": "add", "path": "/active", "value": True},
+    ]
     r = await client.patch(
         f"/fhir/Patient/{pid}", json=ops, headers={"Content-Type": "application/json-patch+json"}
     )
     assert r.status_code == 200, r.text
-    assert r.json()["gender"] == "female" and r.json()["active"] is True and r.json()["meta"]["versionId"] == "2"
+    assert (
+        r.json()["gender"] == "female" and r.json()["active"] is True and r.json()["meta"]["versionId"] == "2"
+    )
     bad = [{"op": "replace", "path": "/gender", "value": "bogus"}]
-    r = await client.patch(f"/fhir/Patient/{pid}", json=bad, headers={"Content-Type": "application/json-patch+json"})
+    r = await client.patch(
+        f"/fhir/Patient/{pid}", json=bad, headers={"Content-Type": "application/json-patch+json"}
+    )
     assert r.status_code == 422 and r.json()["issue"][0]["expression"] == ["Patient.gender"]
-    r = await client.patch(f"/fhir/Patient/{pid}", json=ops, headers={"Content-Type": "application/fhir+json"})
+    r = await client.patch(
+        f"/fhir/Patient/{pid}", json=ops, headers={"Content-Type": "application/fhir+json"}
+    )
     assert r.status_code == 415
 
 

@@ -13,8 +13,18 @@ from fhir_server.model.definitions import iter_package
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7.fhir.r4.examples-4.0.1.tgz"
 CONSORTIUM_TYPES = (
-    "Patient", "ServiceRequest", "DiagnosticReport", "ImagingStudy", "Organization", "Practitioner",
-    "PractitionerRole", "Encounter", "Observation", "Task", "Endpoint", "Provenance",
+    "Patient",
+    "ServiceRequest",
+    "DiagnosticReport",
+    "ImagingStudy",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Encounter",
+    "Observation",
+    "Task",
+    "Endpoint",
+    "Provenance",
 )
 # Official examples that break R4's own rules; the server refuses them with the reason shown.
 KNOWN_INVALID = {
@@ -44,9 +54,13 @@ async def test_consortium_examples_round_trip(client: httpx.AsyncClient, resourc
             continue
         assert created.status_code == 201, f"{resource_type}/{rid}: {created.text[:500]}"
         read = (await client.get(url)).json()
-        original_meta = {k: v for k, v in (example.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+        original_meta = {
+            k: v for k, v in (example.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")
+        }
         assert _without_meta(read) == _without_meta(example), f"{resource_type}/{rid} changed on the way"
-        assert {k: v for k, v in read["meta"].items() if k not in ("versionId", "lastUpdated")} == original_meta
+        assert {
+            k: v for k, v in read["meta"].items() if k not in ("versionId", "lastUpdated")
+        } == original_meta
         changed = copy.deepcopy(example)
         changed["language"] = "zh-CN"
         updated = await client.put(url, json=changed, headers={"If-Match": 'W/"1"'})

@@ -24,8 +24,12 @@ async def test_urn_uuid_references_are_resolved(client: httpx.AsyncClient) -> No
     patient_url = "urn:uuid:9f0b0d0e-1111-4a5b-8c9d-000000000001"
     bundle = _tx(
         _post(
-            {"resourceType": "Observation", "status": "final", "code": {"text": "血红蛋白"},
-             "subject": {"reference": patient_url}},
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "血红蛋白"},
+                "subject": {"reference": patient_url},
+            },
         ),
         _post({"resourceType": "Patient", "name": [{"text": "李四"}]}, full_url=patient_url),
     )
@@ -55,8 +59,14 @@ async def test_failing_entry_rolls_back_everything(client: httpx.AsyncClient) ->
 
 async def test_unresolvable_urn_uuid_fails_transaction(client: httpx.AsyncClient) -> None:
     bundle = _tx(
-        _post({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
-               "subject": {"reference": "urn:uuid:00000000-0000-0000-0000-00000000dead"}}),
+        _post(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "x"},
+                "subject": {"reference": "urn:uuid:00000000-0000-0000-0000-00000000dead"},
+            }
+        ),
     )
     r = await client.post("/fhir", json=bundle)
     assert r.status_code == 400
@@ -66,8 +76,10 @@ async def test_unresolvable_urn_uuid_fails_transaction(client: httpx.AsyncClient
 async def test_processing_order_delete_before_create(client: httpx.AsyncClient) -> None:
     await client.put("/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
     bundle = _tx(
-        {"resource": {"resourceType": "Patient", "id": "p1", "gender": "female"},
-         "request": {"method": "PUT", "url": "Patient/p1"}},
+        {
+            "resource": {"resourceType": "Patient", "id": "p1", "gender": "female"},
+            "request": {"method": "PUT", "url": "Patient/p1"},
+        },
         {"request": {"method": "GET", "url": "Patient/p1"}},
         {"request": {"method": "DELETE", "url": "Patient/p1"}},
     )

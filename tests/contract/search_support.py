@@ -74,7 +74,11 @@ def official_examples() -> tuple[dict[str, Any], ...]:
 
 FAMILIES = ["张", "王", "李", "Müller", "García", "O'Brien", "Nguyễn", "欧阳", "Smith"]
 GIVENS = ["三丰", "小明", "伟", "José", "Zoë", "Anna", "Łukasz", "John"]
-LOINC = [("8867-4", "Heart rate", "/min"), ("2339-0", "Glucose", "mg/dL"), ("8480-6", "Systolic BP", "mm[Hg]")]
+LOINC = [
+    ("8867-4", "Heart rate", "/min"),
+    ("2339-0", "Glucose", "mg/dL"),
+    ("8480-6", "Systolic BP", "mm[Hg]"),
+]
 
 
 def _date(rng: random.Random) -> str:
@@ -93,15 +97,31 @@ def _date(rng: random.Random) -> str:
 def generated_resources(seed: int, patients: int = 30) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     out: list[dict[str, Any]] = []
-    out.append({"resourceType": "Organization", "id": "org-1", "name": "县人民医院", "identifier": [{"system": "urn:org", "value": "o1"}]})
-    out.append({"resourceType": "Organization", "id": "org-2", "name": "Township Centre", "partOf": {"reference": "Organization/org-1"}})
+    out.append(
+        {
+            "resourceType": "Organization",
+            "id": "org-1",
+            "name": "县人民医院",
+            "identifier": [{"system": "urn:org", "value": "o1"}],
+        }
+    )
+    out.append(
+        {
+            "resourceType": "Organization",
+            "id": "org-2",
+            "name": "Township Centre",
+            "partOf": {"reference": "Organization/org-1"},
+        }
+    )
     for p in range(patients):
         pid = f"gp{seed}-{p}"
         family = rng.choice(FAMILIES)
         patient: dict[str, Any] = {
             "resourceType": "Patient",
             "id": pid,
-            "identifier": [{"system": rng.choice(["urn:mrn", "urn:cn-id"]), "value": f"{rng.randint(1, 50)}"}],
+            "identifier": [
+                {"system": rng.choice(["urn:mrn", "urn:cn-id"]), "value": f"{rng.randint(1, 50)}"}
+            ],
             "name": [{"family": family, "given": [rng.choice(GIVENS)]}],
             "gender": rng.choice(["male", "female", "other"]),
             "managingOrganization": {"reference": f"Organization/org-{rng.randint(1, 2)}"},
@@ -134,18 +154,33 @@ def generated_resources(seed: int, patients: int = 30) -> list[dict[str, Any]]:
                 "resourceType": "Observation",
                 "id": f"go{seed}-{p}-{o}",
                 "status": rng.choice(["final", "preliminary"]),
-                "code": {"coding": [{"system": rng.choice(["http://loinc.org", ""]) or None, "code": code, "display": display}]},
+                "code": {
+                    "coding": [
+                        {
+                            "system": rng.choice(["http://loinc.org", ""]) or None,
+                            "code": code,
+                            "display": display,
+                        }
+                    ]
+                },
                 "subject": {"reference": f"Patient/{pid}"},
                 "encounter": {"reference": f"Encounter/{enc_id}"},
             }
             obs["code"]["coding"] = [{k: v for k, v in c.items() if v} for c in obs["code"]["coding"]]
             kind = rng.randint(0, 3)
             if kind == 0:
-                obs["valueQuantity"] = {"value": round(rng.uniform(1, 200), rng.randint(0, 2)), "system": "http://unitsofmeasure.org", "code": unit}
+                obs["valueQuantity"] = {
+                    "value": round(rng.uniform(1, 200), rng.randint(0, 2)),
+                    "system": "http://unitsofmeasure.org",
+                    "code": unit,
+                }
             elif kind == 1:
                 obs["valueString"] = rng.choice(["阳性", "négatif", "Normal"])
             elif kind == 2:
-                obs["valueCodeableConcept"] = {"coding": [{"system": "http://snomed.info/sct", "code": str(rng.randint(1, 5))}], "text": "Finding"}
+                obs["valueCodeableConcept"] = {
+                    "coding": [{"system": "http://snomed.info/sct", "code": str(rng.randint(1, 5))}],
+                    "text": "Finding",
+                }
             if rng.random() < 0.5:
                 obs["effectivePeriod"] = {"start": _date(rng)}
             else:
@@ -160,11 +195,15 @@ async def load(store: ResourceStore, resources: Iterable[dict[str, Any]], regist
             body = dict(resource)
             body["meta"] = {**(body.get("meta") or {}), "versionId": "1", "lastUpdated": LAST_UPDATED}
             await tx.write_version(
-                NewVersion(body["resourceType"], body["id"], 1, LAST_UPDATED, "POST", body, extract(body, registry))
+                NewVersion(
+                    body["resourceType"], body["id"], 1, LAST_UPDATED, "POST", body, extract(body, registry)
+                )
             )
 
 
-def derived_queries(resources: Iterable[dict[str, Any]], registry: SearchRegistry, types: Iterable[str]) -> list[tuple[str, list[tuple[str, str]]]]:
+def derived_queries(
+    resources: Iterable[dict[str, Any]], registry: SearchRegistry, types: Iterable[str]
+) -> list[tuple[str, list[tuple[str, str]]]]:
     """Queries for every parameter type and modifier, built from values present in the data."""
     wanted = set(types)
     out: list[tuple[str, list[tuple[str, str]]]] = []
@@ -259,10 +298,8 @@ class Oracle:
         if rtype not in self._extractors:
             out = []
             for cp in self.registry.compiled(rtype):
-                expr = cp.param.expression or ""
-                parts = [p for p in expr.split("|") if rtype in p or "Resource." in p]
                 try:
-                    fn = _oracle_extractor(" | ".join(parts) if parts else expr)
+                    fn = _oracle_extractor(cp.param.expression or "")
                 except Exception:  # noqa: BLE001 - expression fhirpathpy cannot parse: keep ours
                     fn = cp.extract
                 out.append(CompiledParam(cp.param, cp.pid, fn, cp.components))

@@ -13,15 +13,23 @@ from fhir_server.storage.protocol import HistoryRequest, NewVersion, ResourceSto
 def _version(rid: str, version: int, *, at: str, body: dict | None = None, method: str = "PUT") -> NewVersion:
     resource = None
     if body is not None or method != "DELETE":
-        resource = {"resourceType": "Patient", "id": rid, "meta": {"versionId": str(version), "lastUpdated": at}}
+        resource = {
+            "resourceType": "Patient",
+            "id": rid,
+            "meta": {"versionId": str(version), "lastUpdated": at},
+        }
         resource.update(body or {})
-    return NewVersion("Patient", rid, version, at, method, resource, IndexEntries("Patient") if resource else None)
+    return NewVersion(
+        "Patient", rid, version, at, method, resource, IndexEntries("Patient") if resource else None
+    )
 
 
 async def test_write_then_read_current_and_versions(store: ResourceStore) -> None:
     async with store.write() as tx:
         assert await tx.current("Patient", "a") is None
-        await tx.write_version(_version("a", 1, at="2026-01-01T00:00:00.000Z", body={"gender": "male"}, method="POST"))
+        await tx.write_version(
+            _version("a", 1, at="2026-01-01T00:00:00.000Z", body={"gender": "male"}, method="POST")
+        )
         seen = await tx.current("Patient", "a")
         assert seen is not None and seen.version == 1  # own writes are visible inside the section
     async with store.write() as tx:

@@ -114,9 +114,7 @@ class MemoryStore:
         return len(self._history(request))
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        live = [
-            (v, self._state.index.get(k)) for k, v in self._state.current.items() if not v.deleted
-        ]
+        live = [(v, self._state.index.get(k)) for k, v in self._state.current.items() if not v.deleted]
         return memory_search.execute_search(live, query)
 
     @asynccontextmanager

@@ -91,7 +91,8 @@ class SqliteWriteTransaction:
         ).fetchone()
         if row is None:
             rid = conn.execute(
-                "INSERT INTO resource (type, id, version, seq, last_updated_us, deleted) VALUES (?, ?, ?, 0, ?, ?)",
+                "INSERT INTO resource (type, id, version, seq, last_updated_us, deleted)"
+                " VALUES (?, ?, ?, 0, ?, ?)",
                 (version.resource_type, version.id, version.version, lu_us, int(version.body is None)),
             ).lastrowid
             assert rid is not None
