@@ -94,8 +94,8 @@ class Segment:
     def get(self, n: int, comp: int = 1, sub: int = 1) -> str:
         """The decoded text of SEG-n.comp.sub (first repetition); '' when absent."""
         value = self.raw(n)
-        if not value:
-            return ""
+        if not value or (n <= 2 and self.name == "MSH"):
+            return value  # MSH-1/MSH-2 are the delimiters themselves
         return component(value.split(self.enc.repetition, 1)[0], comp, self.enc, sub)
 
     def comps(self, n: int, rep: int = 0) -> list[str]:

@@ -1,8 +1,9 @@
 """ORM^O01 and OML^O21 → ServiceRequest(s) (+ Patient, requester, performer Organization).
 
 Each ORC starts an order; its OBR says what is ordered (an OBR without a preceding ORC, as some OML
-senders do, is an order of its own). The Patient from PID is written as in ADT, so an order for a
-patient the hub has not seen yet is not lost; PV1-19, when present, links the Encounter.
+senders do, is an order of its own). The Patient from PID is created when unknown (never overwritten: see
+`patient_url`), so an order for a patient the hub has not seen yet is not lost; PV1-19, when present,
+links the Encounter.
 """
 
 from __future__ import annotations
@@ -28,13 +29,18 @@ def orders(message: Message) -> list[tuple[Segment | None, Segment | None]]:
 
 
 def patient_url(message: Message, tx: TransactionBuilder, ctx: Context) -> str:
-    """Write the PID's Patient (conditional update) and return its fullUrl."""
+    """The PID's Patient by conditional *create*, and its fullUrl.
+
+    Orders, results and referrals carry a minimal PID; demographics belong to ADT. So these messages only
+    create a Patient the hub has not seen (an order must not be lost for want of an A04) and never
+    overwrite what registration sent.
+    """
     pid_seg = message.first("PID")
     require(pid_seg, 3, "PID-3")
     assert pid_seg is not None
     patient = pid.translate(pid_seg, tx.facility, ctx.tz)
     tx.patient_key = patient.key
-    return tx.upsert(patient.resource, patient.system, patient.value)
+    return tx.ensure(patient.resource, patient.system, patient.value)
 
 
 def translate(message: Message, ctx: Context) -> Translation:
