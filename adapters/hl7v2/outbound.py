@@ -1,0 +1,258 @@
+"""Outbound ORU^R01: a final DiagnosticReport for another member's order goes back to that member's HIS.
+
+Hook: subscribe `OruDelivery.on_change` to the hub's after-commit event bus (it takes any object with
+`resource_type` and `resource`, i.e. `ResourceChanged`). It returns at once; delivery runs as a
+background task with retry, so a slow or absent member system never slows a write.
+
+Who gets it: the report's `basedOn` ServiceRequest names the requester (Organization, or PractitionerRole
+→ organization). When that organization is not the one that produced the report (its performer), and
+it has an active `Endpoint` with connectionType `hl7v2-mllp` and address `mllp://host:port`
+(Organization.endpoint), an ORU^R01 is built from the report and its Observations and sent there.
+AA/CA ends it; AR is final (logged); anything else (AE, timeout, refused) is retried with exponential
+backoff up to `Settings.hl7_outbound_retries` attempts. Pending deliveries are in memory only (a known
+gap: a restart drops them; the report stays in the hub and can be re-sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
+
+from adapters.base import Sink
+from adapters.hl7v2.client import MllpClient, MllpClientError
+from adapters.hl7v2.parse import escape
+from adapters.identity import organization_identifier_system
+from fhir_server.errors import FhirError
+from fhir_server.settings import Settings
+
+log = logging.getLogger(__name__)
+JsonObject = dict[str, Any]
+FINAL = {"final", "amended", "corrected", "appended"}
+_STATUS_0123 = {"final": "F", "amended": "C", "corrected": "C", "appended": "C"}
+_STATUS_0085 = {"final": "F", "amended": "C", "corrected": "C", "preliminary": "P", "cancelled": "X"}
+
+
+@dataclass(frozen=True)
+class Target:
+    facility: str
+    host: str
+    port: int
+
+
+class OruDelivery:
+    def __init__(self, settings: Settings, sink: Sink, backoff: float = 1.0, timeout: float = 15.0) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.backoff = backoff
+        self.timeout = timeout
+        self.tz = ZoneInfo(settings.hl7_timezone)
+        self._tasks: set[asyncio.Task[bool]] = set()
+        self._counter = 0
+
+    async def on_change(self, change: Any) -> None:
+        """Event-bus handler: schedule delivery when a DiagnosticReport is final."""
+        resource = getattr(change, "resource", None)
+        if getattr(change, "resource_type", "") != "DiagnosticReport" or not resource:
+            return
+        if resource.get("status") not in FINAL:
+            return
+        task = asyncio.create_task(self.deliver(resource), name=f"oru-{resource.get('id')}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait_idle(self) -> None:
+        """For tests and shutdown: wait for scheduled deliveries to finish."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def deliver(self, report: JsonObject) -> bool:
+        """Deliver one report (with retry); True when the member accepted it."""
+        try:
+            target = await self.target(report)
+            if target is None:
+                return False
+            message = await self.build(report, target)
+        except FhirError as exc:
+            log.warning("ORU for DiagnosticReport/%s not built: %s", report.get("id"), exc.message)
+            return False
+        for attempt in range(1, self.settings.hl7_outbound_retries + 1):
+            try:
+                async with MllpClient(target.host, target.port, self.timeout) as client:
+                    [answer] = await client.send(message)
+                code = _msa_code(answer)
+                if code in ("AA", "CA"):
+                    log.info("ORU for DiagnosticReport/%s delivered to %s", report.get("id"), target.facility)
+                    return True
+                if code in ("AR", "CR"):
+                    log.warning(
+                        "ORU for DiagnosticReport/%s rejected by %s", report.get("id"), target.facility
+                    )
+                    return False
+                log.warning("ORU delivery to %s answered %s (attempt %d)", target.facility, code, attempt)
+            except MllpClientError as exc:
+                log.warning("ORU delivery to %s failed (attempt %d): %s", target.facility, attempt, exc)
+            if attempt < self.settings.hl7_outbound_retries:
+                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+        log.error(
+            "ORU for DiagnosticReport/%s not delivered to %s: retries exhausted",
+            report.get("id"),
+            target.facility,
+        )
+        return False
+
+    async def _ref(self, reference: str | None) -> JsonObject | None:
+        if not reference or "/" not in reference:
+            return None
+        rtype, rid = reference.split("/")[-2:]
+        return await self.sink.read(rtype, rid)
+
+    async def target(self, report: JsonObject) -> Target | None:
+        """The requesting member's MLLP endpoint, when the report is for another member's order."""
+        order = await self._ref((report.get("basedOn") or [{}])[0].get("reference"))
+        if order is None:
+            return None
+        requester = await self._ref(order.get("requester", {}).get("reference"))
+        if requester is not None and requester["resourceType"] == "PractitionerRole":
+            requester = await self._ref(requester.get("organization", {}).get("reference"))
+        if requester is None or requester["resourceType"] != "Organization":
+            return None
+        performers = {p.get("reference", "").split("/")[-1] for p in report.get("performer", [])}
+        if requester["id"] in performers:
+            return None  # the member resulted its own order
+        facility = next(
+            (
+                i["value"]
+                for i in requester.get("identifier", [])
+                if i.get("system") == organization_identifier_system()
+            ),
+            requester.get("name", requester["id"]),
+        )
+        for ref in requester.get("endpoint", []):
+            endpoint = await self._ref(ref.get("reference"))
+            if endpoint is None or endpoint.get("status") != "active":
+                continue
+            if endpoint.get("connectionType", {}).get("code") != "hl7v2-mllp":
+                continue
+            url = urlparse(endpoint.get("address", ""))
+            if url.scheme == "mllp" and url.hostname and url.port:
+                return Target(str(facility), url.hostname, url.port)
+        return None
+
+    async def build(self, report: JsonObject, target: Target) -> bytes:
+        """ORU^R01 (v2.5, UTF-8) from the report, its patient, order and Observations."""
+        self._counter += 1
+        now = dt.datetime.now(self.tz)
+        patient = await self._ref(report.get("subject", {}).get("reference")) or {}
+        order = await self._ref((report.get("basedOn") or [{}])[0].get("reference")) or {}
+        control = f"YLO{now:%Y%m%d%H%M%S}{self._counter:04d}"
+        pid3 = "~".join(
+            f"{escape(i['value'])}^^^{escape(_namespace(i.get('system', '')))}"
+            for i in patient.get("identifier", [])
+            if i.get("value")
+        )
+        name = (patient.get("name") or [{}])[0]
+        given = (name.get("given") or [""])[0]
+        placer = _order_id(order, "PLAC")
+        filler = _order_id(order, "FILL") or _order_id(report, "FILL")
+        segs = [
+            f"MSH|^~\\&|YILIAN|YLHUB|HIS|{escape(target.facility)}|{now:%Y%m%d%H%M%S%z}||ORU^R01^ORU_R01|{control}|P|2.5"
+            "||||||UNICODE UTF-8",
+            f"PID|1||{pid3}||{escape(name.get('family', ''))}^{escape(given)}||"
+            f"{patient.get('birthDate', '').replace('-', '')}|{_sex(patient.get('gender'))}",
+            f"ORC|RE|{placer}|{filler}",
+            f"OBR|1|{placer}|{filler}|{_cwe(report.get('code', {}))}|||"
+            f"{_dtm(report.get('effectiveDateTime'))}"
+            + "|" * 15
+            + f"{_dtm(report.get('issued'))}|||{_STATUS_0123.get(report.get('status', ''), 'F')}",
+        ]
+        for n, ref in enumerate(report.get("result", []), start=1):
+            obs = await self._ref(ref.get("reference"))
+            if obs is not None:
+                segs.append(_obx(n, obs))
+        return ("\r".join(segs) + "\r").encode("utf-8")
+
+
+def _msa_code(ack: bytes) -> str:
+    for line in ack.split(b"\r"):
+        if line.startswith(b"MSA|"):
+            return line[4:6].decode("ascii", "replace")
+    return "??"
+
+
+def _namespace(system: str) -> str:
+    parts = system.split(":")
+    if system.startswith("urn:yilian:member:") and len(parts) >= 4:
+        return parts[3]
+    return system.removeprefix("urn:oid:")
+
+
+def _order_id(resource: JsonObject, kind: str) -> str:
+    for ident in resource.get("identifier", []):
+        codes = [c.get("code") for c in ident.get("type", {}).get("coding", [])]
+        if kind in codes:
+            return f"{escape(ident['value'])}^{escape(_namespace(ident.get('system', '')))}"
+    return ""
+
+
+def _sex(gender: str | None) -> str:
+    return {"male": "M", "female": "F", "other": "O", "unknown": "U"}.get(gender or "", "")
+
+
+def _dtm(value: str | None) -> str:
+    """FHIR date/dateTime → DTM, keeping precision and zone."""
+    if not value:
+        return ""
+    zone = ""
+    if value.endswith("Z"):
+        value, zone = value[:-1], "+0000"
+    elif len(value) > 10 and value[-6] in "+-":
+        value, zone = value[:-6], value[-6] + value[-5:].replace(":", "")
+    return value.replace("-", "").replace(":", "").replace("T", "") + zone
+
+
+def _cwe(concept: JsonObject) -> str:
+    coding = (concept.get("coding") or [{}])[0]
+    system = {"http://loinc.org": "LN", "http://snomed.info/sct": "SCT"}.get(coding.get("system", ""), "")
+    display = coding.get("display") or concept.get("text", "")
+    return f"{escape(coding.get('code', ''))}^{escape(display)}^{system}"
+
+
+def _obx(n: int, obs: JsonObject) -> str:
+    status = _STATUS_0085.get(obs.get("status", ""), "F")
+    flags = "~".join(c["coding"][0]["code"] for c in obs.get("interpretation", []) if c.get("coding"))
+    ref_range = escape((obs.get("referenceRange") or [{}])[0].get("text", ""))
+    if "valueQuantity" in obs:
+        q = obs["valueQuantity"]
+        unit = (
+            f"{escape(q.get('code', q.get('unit', '')))}^{escape(q.get('unit', ''))}^UCUM"
+            if q.get("unit")
+            else ""
+        )
+        if q.get("comparator"):
+            vtype, value = "SN", f"{q['comparator']}^{q['value']}"
+        else:
+            vtype, value = "NM", str(q["value"])
+    elif "valueCodeableConcept" in obs:
+        vtype, value, unit = "CWE", _cwe(obs["valueCodeableConcept"]), ""
+    elif "valueString" in obs:
+        vtype, value, unit = "ST", escape(obs["valueString"]), ""
+    elif "valueDateTime" in obs:
+        vtype, value, unit = "DTM", _dtm(obs["valueDateTime"]), ""
+    else:
+        vtype, value, unit = "ST", "", ""
+    return (
+        f"OBX|{n}|{vtype}|{_cwe(obs.get('code', {}))}||{value}|{unit}|{ref_range}|{flags}|||{status}|||"
+        f"{_dtm(obs.get('effectiveDateTime'))}"
+    )

@@ -1,0 +1,131 @@
+"""Outbound ORU^R01 to the requesting member's MLLP endpoint, with retry."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from adapters.hl7v2.client import send_all
+from adapters.hl7v2.listener import MllpService
+from adapters.hl7v2.mllp import Frame, FrameDecoder, frame
+from adapters.hl7v2.outbound import OruDelivery
+from adapters.hl7v2.parse import parse
+from fhir_server.hub import Hub
+from fhir_server.settings import Settings
+from tests.adapters.hl7v2.conftest import sample
+
+
+@dataclass
+class Change:
+    resource_type: str
+    resource: dict[str, Any] | None
+
+
+class MemberHis:
+    """A member's HIS MLLP endpoint: answers AE to the first `fail_first` messages, then AA."""
+
+    def __init__(self, fail_first: int) -> None:
+        self.fail_first = fail_first
+        self.received: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = FrameDecoder(1 << 20)
+        while data := await reader.read(65536):
+            for event in decoder.feed(data):
+                if isinstance(event, Frame):
+                    self.received.append(event.data)
+                    control = parse(event.data).control_id
+                    code = "AE" if len(self.received) <= self.fail_first else "AA"
+                    writer.write(
+                        frame(
+                            f"MSH|^~\\&|HIS|FYXWSY|||20240315||ACK|A1|P|2.5\rMSA|{code}|{control}\r".encode()
+                        )
+                    )
+                    await writer.drain()
+        writer.close()
+
+
+async def test_final_report_for_another_members_order_is_delivered_with_retry(
+    mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
+) -> None:
+    his = MemberHis(fail_first=1)
+    server = await asyncio.start_server(his.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    acks = await send_all("127.0.0.1", mllp.port, [sample("orm_o01"), sample("oru_r01")])
+    assert all(b"MSA|AA" in a for a in acks)
+    endpoint = (
+        await fhir.post(
+            "/fhir/Endpoint",
+            json={
+                "resourceType": "Endpoint",
+                "status": "active",
+                "connectionType": {
+                    "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+                    "code": "hl7v2-mllp",
+                },
+                "payloadType": [{"text": "ORU^R01"}],
+                "address": f"mllp://127.0.0.1:{port}",
+            },
+        )
+    ).json()
+    [org] = [
+        e["resource"]
+        for e in (
+            await fhir.get("/fhir/Organization", params={"identifier": "urn:yilian:member|FYXWSY"})
+        ).json()["entry"]
+    ]
+    org["endpoint"] = [{"reference": f"Endpoint/{endpoint['id']}"}]
+    assert (await fhir.put(f"/fhir/Organization/{org['id']}", json=org)).status_code == 200
+    [report] = [
+        e["resource"]
+        for e in (
+            await fhir.get(
+                "/fhir/DiagnosticReport",
+                params={"identifier": "urn:yilian:member:FYXRMYY:filler-order|LAB-7788"},
+            )
+        ).json()["entry"]
+    ]
+
+    delivery = OruDelivery(hl7_settings, hl7_hub.sink, backoff=0.01)
+    await delivery.on_change(Change("DiagnosticReport", report))
+    await delivery.on_change(
+        Change("DiagnosticReport", {**report, "status": "preliminary"})
+    )  # not final: ignored
+    await delivery.wait_idle()
+    server.close()
+    await server.wait_closed()
+
+    assert len(his.received) == 2  # AE once, then retried and accepted
+    oru = parse(his.received[-1])
+    assert (oru.message_type, oru.trigger, oru.msh.get(6)) == ("ORU", "R01", "FYXWSY")
+    assert oru.first("ORC").get(2) == "PO-0001"  # type: ignore[union-attr]
+    assert oru.first("PID").get(3) == "MRN10001" and oru.first("PID").get(5) == "张"  # type: ignore[union-attr]
+    obx = oru.all("OBX")
+    assert len(obx) == 11
+    assert (obx[0].get(2), obx[0].get(5), obx[0].get(8), obx[0].get(14)) == (
+        "NM",
+        "12.5",
+        "H",
+        "20240315100000+0800",
+    )
+    assert obx[2].get(2) == "SN" and obx[2].raw(5) == ">^400"
+    assert obx[4].get(5) == "淡黄色，清亮"
+
+
+async def test_report_for_own_order_or_without_endpoint_is_not_sent(
+    mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
+) -> None:
+    await send_all("127.0.0.1", mllp.port, [sample("orm_o01"), sample("oru_r01")])
+    [report] = [e["resource"] for e in (await fhir.get("/fhir/DiagnosticReport")).json()["entry"]]
+    delivery = OruDelivery(hl7_settings, hl7_hub.sink, backoff=0.01)
+    assert await delivery.target(report) is None  # FYXWSY has no MLLP endpoint configured
+    own = {
+        **report,
+        "performer": [
+            {"reference": (await delivery._ref(report["basedOn"][0]["reference"]))["requester"]["reference"]}
+        ],
+    }  # type: ignore[index]
+    assert await delivery.deliver(own) is False
