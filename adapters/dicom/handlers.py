@@ -26,6 +26,7 @@ from adapters.dicom import vocabulary as v
 from adapters.dicom.ingest import receive
 from adapters.dicom.instances import InstanceStore, InstanceWriteError, StoredInstance
 from adapters.dicom.matching import matches
+from adapters.dicom.part10 import file_meta
 from adapters.dicom.publish import StudyBuffer
 from adapters.dicom.query import (
     InvalidQuery,
@@ -88,7 +89,7 @@ class DicomHandlers:
         member = self._settings.dicom_known_aes.get(calling, "")
         expected = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
         try:
-            stored = receive(self._store, event.encoded_dataset(), calling, member, expected)
+            stored = receive(self._store, _part10(event, calling), calling, member, expected)
         except InvalidInstance as exc:
             log.warning("C-STORE from %s refused: %s", calling, exc)
             return v.CANNOT_UNDERSTAND
@@ -214,6 +215,20 @@ def _contexts_for(instances: list[StoredInstance]) -> list[PresentationContext]:
     """One context per (SOP class, stored transfer syntax), so bytes go out exactly as stored."""
     pairs = dict.fromkeys((i.summary.sop_class_uid, i.summary.transfer_syntax) for i in instances)
     return [build_context(sop, [ts]) for sop, ts in list(pairs)[:128]]
+
+
+def _part10(event: Event, calling: str) -> bytes:
+    """The received dataset as a Part 10 file, bytes as sent (no decode / re-encode)."""
+    request = event.request
+    dataset = request.DataSet.getvalue() if request.DataSet is not None else b""  # type: ignore[union-attr]
+    sop_class = str(getattr(request, "AffectedSOPClassUID", "") or "")
+    meta = file_meta(
+        sop_class,
+        str(getattr(request, "AffectedSOPInstanceUID", "") or ""),
+        str(event.context.transfer_syntax),
+        calling,
+    )
+    return meta + dataset
 
 
 def _calling_ae(event: Event) -> str:

@@ -1,6 +1,6 @@
 """The adapter's instance store: content-addressed DICOM files plus a small SQLite index.
 
-A file is written to `tmp/`, fsync'd, then `os.replace`d into `objects/<sha[:2]>/<sha[2:4]>/<sha>.dcm`
+A file is written to `tmp/`, fsync'd, then `os.replace`d into `objects/<sha[:2]>/<sha>.dcm`
 and its directory fsync'd, and only then indexed, so a crash or a full disk leaves either the whole
 instance or nothing (a stray tmp file at worst, removed on open). Bytes are stored exactly as received,
 which is what lets C-MOVE/C-GET/WADO-RS return them unchanged. The index (SOP Instance UID → file and
@@ -76,7 +76,8 @@ class InstanceStore:
         self.duplicate_policy = duplicate_policy
         self._objects = root / "objects"
         self._tmp = root / "tmp"
-        self._objects.mkdir(parents=True, exist_ok=True)
+        for prefix in range(256):  # 256 fan-out directories made once, not per instance
+            (self._objects / f"{prefix:02x}").mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(root / "index.db", check_same_thread=False, isolation_level=None)
@@ -95,7 +96,7 @@ class InstanceStore:
             stray.unlink(missing_ok=True)
 
     def path_for(self, sha256: str) -> Path:
-        return self._objects / sha256[:2] / sha256[2:4] / f"{sha256}.dcm"
+        return self._objects / sha256[:2] / f"{sha256}.dcm"
 
     def put(
         self,
@@ -160,7 +161,6 @@ class InstanceStore:
             return
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 view = memoryview(data)

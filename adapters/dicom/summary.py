@@ -7,6 +7,7 @@ summary, so a dataset is parsed once, at the edge, and the Specific Character Se
 
 from __future__ import annotations
 
+import struct
 import warnings
 from dataclasses import asdict, dataclass, field
 from io import BytesIO
@@ -18,7 +19,14 @@ from pydicom.errors import InvalidDicomError
 from pydicom.valuerep import PersonName
 
 from adapters.base import AdapterError
-from adapters.dicom.vocabulary import NATIVE_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from adapters.dicom.vocabulary import (
+    IMPLICIT_VR_LE,
+    NATIVE_TRANSFER_SYNTAXES,
+    STORAGE_SOP_CLASSES,
+    TRANSFER_SYNTAXES,
+)
+
+_PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 
 
 class InvalidInstance(AdapterError):
@@ -83,9 +91,11 @@ def summarize(part10: bytes) -> InstanceSummary:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # pydicom warns (not raises) on several kinds of corruption
-            ds = dcmread(BytesIO(part10), force=False)
+            stream = BytesIO(part10)
+            # header only: pixel data is checked by length below, never copied or decoded
+            ds = dcmread(stream, force=False, stop_before_pixels=True)
             summary = _summarize_dataset(ds)
-            _check_pixel_data(ds, summary.transfer_syntax)
+            _check_pixel_data(ds, summary.transfer_syntax, part10, stream.tell())
     except InvalidInstance:
         raise
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, LookupError, UserWarning) as exc:
@@ -146,9 +156,26 @@ def _summarize_dataset(ds: Dataset) -> InstanceSummary:
     )
 
 
-def _check_pixel_data(ds: Dataset, transfer_syntax: str) -> None:
-    """Refuse native pixel data shorter than Rows x Columns x samples x frames says (a truncated file)."""
-    if "PixelData" not in ds or transfer_syntax not in NATIVE_TRANSFER_SYNTAXES:
+def _check_pixel_data(ds: Dataset, transfer_syntax: str, data: bytes, offset: int) -> None:
+    """Refuse pixel data that is cut short: its element must fit in the stream and, when native, hold
+    Rows x Columns x samples x frames. `offset` is where header-only parsing stopped."""
+    rest = len(data) - offset
+    if rest <= 0:
+        return  # no pixel data (SR, PDF, presentation state)
+    implicit = transfer_syntax == IMPLICIT_VR_LE
+    header = 8 if implicit else 12
+    if rest < header:
+        raise InvalidInstance("pixel data element truncated")
+    tag = struct.unpack_from("<HH", data, offset)
+    if tag not in _PIXEL_TAGS:
+        return  # stopped elsewhere (trailing padding or other large elements): pydicom already read them
+    length = struct.unpack_from("<I", data, offset + header - 4)[0]
+    if length == 0xFFFFFFFF:
+        return  # encapsulated (JPEG, JPEG 2000, RLE): fragments, stored as received
+    actual = rest - header
+    if actual < length:
+        raise InvalidInstance(f"pixel data truncated: {actual} of {length} bytes")
+    if transfer_syntax not in NATIVE_TRANSFER_SYNTAXES:
         return
     rows, cols = _int(ds, "Rows") or 0, _int(ds, "Columns") or 0
     samples = _int(ds, "SamplesPerPixel") or 1
@@ -156,8 +183,8 @@ def _check_pixel_data(ds: Dataset, transfer_syntax: str) -> None:
     frames = _int(ds, "NumberOfFrames") or 1
     pixels = rows * cols * samples * frames
     expected = (pixels + 7) // 8 if bits == 1 else pixels * ((bits + 7) // 8)
-    actual = len(ds.PixelData)
-    if actual < expected:
+    if length < expected:
+        actual = length
         raise InvalidInstance(f"pixel data truncated: {actual} of {expected} bytes")
 
 
