@@ -69,7 +69,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _adapter_commands() -> list[SubcommandAdder]:
-    return []
+    from adapters.hl7v2 import commands as hl7_commands
+
+    adders: list[SubcommandAdder] = [hl7_commands.add_parser]
+    return adders
 
 
 def build_parser() -> argparse.ArgumentParser:

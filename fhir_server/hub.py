@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from fhir_server.api.app import create_app
 from fhir_server.errors import Issue
+from fhir_server.interactions.audit import AuditTrail
 from fhir_server.interactions.ingest import InProcessSink
 from fhir_server.interactions.service import FhirService, Limits
 from fhir_server.model.definitions import resource_types
@@ -37,6 +38,7 @@ class Hub:
     service: FhirService
     app: FastAPI
     sink: InProcessSink
+    audit: AuditTrail
 
 
 def build_store(settings: Settings) -> ResourceStore:
@@ -94,8 +96,13 @@ async def open_hub(settings: Settings, store: ResourceStore | None = None) -> As
     await store.open()
     try:
         service = build_service(settings, store)
-        app = create_app(settings, service)
+        audit = AuditTrail(service, interval=settings.audit_flush_seconds)
+        app = create_app(settings, service, audit=audit)
         sink = InProcessSink(service, local_base_url(settings))
-        yield Hub(settings=settings, store=store, service=service, app=app, sink=sink)
+        audit.start()
+        try:
+            yield Hub(settings=settings, store=store, service=service, app=app, sink=sink, audit=audit)
+        finally:
+            await audit.stop()
     finally:
         await store.close()

@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     max_json_depth: int = 64
     default_page_size: int = 20
     max_page_size: int = 1000
+    audit_flush_seconds: float = 1.0  # AuditEvents of every access are written in batches this often
 
     # HL7 v2 / MLLP
     mllp_host: str = "127.0.0.1"

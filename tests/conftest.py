@@ -20,6 +20,7 @@ def settings(tmp_path: Path) -> Settings:
         hl7_journal=tmp_path / "journal.db",
         mllp_port=0,
         dicom_port=0,
+        audit_flush_seconds=3600.0,  # tests flush the audit trail explicitly (hub.audit.flush())
     )
 
 

@@ -9,12 +9,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api.access_log import AccessLogMiddleware
 from fhir_server.api.context import ApiState
 from fhir_server.api.responses import json_response
 from fhir_server.api.routes_instance import build_instance_router
 from fhir_server.api.routes_system import build_system_router
 from fhir_server.api.routes_type import build_type_router
 from fhir_server.errors import FhirError, Issue, MethodNotAllowed, NotFound
+from fhir_server.interactions.audit import AuditTrail
 from fhir_server.interactions.capabilities import OperationInfo
 from fhir_server.interactions.service import FhirService
 from fhir_server.model.outcomes import operation_outcome
@@ -54,7 +56,11 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    settings: Settings, service: FhirService, *, operations: list[OperationInfo] | None = None
+    settings: Settings,
+    service: FhirService,
+    *,
+    operations: list[OperationInfo] | None = None,
+    audit: AuditTrail | None = None,
 ) -> FastAPI:
     app = FastAPI(title="YiLian FHIR Hub", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.fhir = ApiState(service=service, settings=settings, operations=list(operations or []))
@@ -65,4 +71,6 @@ def create_app(
     app.include_router(build_system_router(), prefix=prefix)
     app.include_router(build_type_router(), prefix=prefix)
     app.include_router(build_instance_router(), prefix=prefix)
+    if audit is not None:
+        app.add_middleware(AccessLogMiddleware, base_path=prefix, record=audit.record, clock=service.clock)
     return app

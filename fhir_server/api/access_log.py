@@ -1,0 +1,107 @@
+"""ASGI middleware that hands every FHIR request to the audit trail (who, what, outcome).
+
+It sits at the HTTP edge because only the edge knows the client; it classifies the request by the
+FHIR URL grammar (pure `classify`) and learns created ids from the Location header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fhir_server.interactions.audit import AccessRecord
+
+Classified = tuple[str, str | None, str | None]
+
+
+def classify(method: str, parts: list[str]) -> Classified:
+    """(restful-interaction code, resource type, id) for a path below the FHIR base, split on '/'."""
+    n = len(parts)
+    if n == 0:
+        return ("transaction" if method == "POST" else "search-system"), None, None
+    first = parts[0]
+    if first == "metadata":
+        return "capabilities", None, None
+    if first == "_history":
+        return "history-system", None, None
+    if any(p.startswith("$") for p in parts):
+        return "operation", first, parts[1] if n > 2 else None
+    if n == 1:
+        return (
+            {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+                method, "search-type"
+            ),
+            first,
+            None,
+        )
+    second = parts[1]
+    if second == "_history":
+        return "history-type", first, None
+    if second == "_search":
+        return "search-type", first, None
+    if n == 2:
+        return {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, "read"), first, second
+    if parts[2] == "_history":
+        return ("vread" if n > 3 else "history-instance"), first, second
+    return "search-compartment", first, second
+
+
+class AccessLogMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        base_path: str,
+        record: Callable[[AccessRecord], None],
+        clock: Callable[[], str],
+    ) -> None:
+        self.app = app
+        self.base_path = base_path.rstrip("/")
+        self.record = record
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not (path == self.base_path or path.startswith(self.base_path + "/")):
+            await self.app(scope, receive, send)
+            return
+        seen: dict[str, Any] = {"status": 500, "location": None}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                for key, value in message.get("headers", []):
+                    if key == b"location":
+                        seen["location"] = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            self._record(scope, path, seen)
+
+    def _record(self, scope: Scope, path: str, seen: dict[str, Any]) -> None:
+        parts = [p for p in path[len(self.base_path) :].split("/") if p]
+        interaction, resource_type, resource_id = classify(scope["method"], parts)
+        location = seen["location"]
+        if interaction == "create" and location and resource_type:
+            marker = f"/{resource_type}/"
+            if marker in location:
+                resource_id = location.split(marker, 1)[1].split("/", 1)[0]
+        headers = dict(scope.get("headers") or [])
+        client = scope.get("client")
+        query = scope.get("query_string", b"").decode("latin-1") or None
+        self.record(
+            AccessRecord(
+                interaction=interaction,
+                recorded=self.clock(),
+                status=int(seen["status"]),
+                client_address=client[0] if client else None,
+                client_name=headers.get(b"user-agent", b"").decode("latin-1") or None,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                query=query,
+            )
+        )

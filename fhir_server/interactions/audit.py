@@ -1,0 +1,178 @@
+"""The audit trail: every FHIR access becomes an AuditEvent, written in batches off the request path.
+
+Why batches: writing one AuditEvent per request in its own transaction would double the cost of every
+read. Records are queued (bounded) and flushed together every `interval` seconds or `batch` records;
+the flush goes straight to the store's write section (validated by construction, indexed so
+`AuditEvent?entity=Patient/123` answers "who saw this patient"). AuditEvents the trail writes are not
+themselves audited. On shutdown the queue is flushed; a full queue drops the oldest record with an
+ERROR log rather than block patient care.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_server.interactions.service import FhirService
+from fhir_server.storage.protocol import NewVersion
+
+LOGGER = logging.getLogger(__name__)
+
+_INTERACTION_ACTION = {
+    "read": "R",
+    "vread": "R",
+    "history-instance": "R",
+    "history-type": "R",
+    "history-system": "R",
+    "search-type": "E",
+    "search-system": "E",
+    "search-compartment": "E",
+    "capabilities": "E",
+    "create": "C",
+    "update": "U",
+    "patch": "U",
+    "delete": "D",
+    "transaction": "E",
+    "batch": "E",
+    "operation": "E",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRecord:
+    """One access as seen at an edge: what was asked, by whom, and how it ended."""
+
+    interaction: str  # restful-interaction code (read, search-type, create, ...)
+    recorded: str  # instant
+    status: int  # HTTP status (or the equivalent for non-HTTP edges)
+    client_address: str | None
+    client_name: str | None  # e.g. User-Agent, MLLP sending facility, calling AE title
+    resource_type: str | None = None
+    resource_id: str | None = None
+    query: str | None = None
+
+
+def audit_event(record: AccessRecord) -> dict[str, Any]:
+    """The R4 AuditEvent for one access (pure)."""
+    outcome = "0" if record.status < 400 else ("4" if record.status < 500 else "8")
+    agent: dict[str, Any] = {
+        "type": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}
+            ]
+        },
+        "requestor": True,
+        "who": {"display": record.client_name or "unidentified client"},
+    }
+    if record.client_address:
+        agent["network"] = {"address": record.client_address, "type": "2"}
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+            "display": "RESTful Operation",
+        },
+        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": record.interaction}],
+        "action": _INTERACTION_ACTION.get(record.interaction, "E"),
+        "recorded": record.recorded,
+        "outcome": outcome,
+        "agent": [agent],
+        "source": {
+            "observer": {"display": "YiLian FHIR Hub"},
+            "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
+        },
+    }
+    entity: dict[str, Any] = {}
+    if record.resource_type and record.resource_id:
+        entity["what"] = {"reference": f"{record.resource_type}/{record.resource_id}"}
+    elif record.resource_type:
+        entity["what"] = {"display": record.resource_type}
+    if record.query:
+        entity["query"] = base64.b64encode(record.query.encode("utf-8")).decode("ascii")
+    if entity:
+        event["entity"] = [entity]
+    return event
+
+
+class AuditTrail:
+    def __init__(
+        self, service: FhirService, *, interval: float = 1.0, batch: int = 500, capacity: int = 100_000
+    ) -> None:
+        self._service = service
+        self._interval = interval
+        self._batch = batch
+        self._queue: deque[AccessRecord] = deque()
+        self._capacity = capacity
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._dropped = 0
+
+    def record(self, record: AccessRecord) -> None:
+        if len(self._queue) >= self._capacity:
+            self._queue.popleft()
+            self._dropped += 1
+            LOGGER.error("audit queue full: %d access records dropped so far", self._dropped)
+        self._queue.append(record)
+        if len(self._queue) >= self._batch:
+            self._wakeup.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-trail")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self._interval)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            try:
+                await self.flush()
+            except Exception:
+                LOGGER.exception("audit flush failed; records stay queued")
+
+    async def flush(self) -> int:
+        """Write every queued record now; returns how many were written."""
+        written = 0
+        while self._queue:
+            records = [self._queue.popleft() for _ in range(min(self._batch, len(self._queue)))]
+            try:
+                await self._write(records)
+            except BaseException:
+                self._queue.extendleft(reversed(records))
+                raise
+            written += len(records)
+        return written
+
+    async def _write(self, records: list[AccessRecord]) -> None:
+        service = self._service
+        async with service.store.write() as tx:
+            for record in records:
+                rid = str(uuid.uuid4())
+                instant = service.clock()
+                event = {
+                    "resourceType": "AuditEvent",
+                    "id": rid,
+                    "meta": {"versionId": "1", "lastUpdated": instant},
+                }
+                event.update({k: v for k, v in audit_event(record).items() if k != "resourceType"})
+                await tx.write_version(
+                    NewVersion("AuditEvent", rid, 1, instant, "POST", event, service.extract(event))
+                )

@@ -1,0 +1,61 @@
+"""Every access leaves an AuditEvent: who (address, client), what (resource or query), outcome."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+
+from fhir_server.api.access_log import classify
+from fhir_server.hub import Hub
+
+
+async def test_reads_writes_and_searches_are_audited(hub: Hub, client: httpx.AsyncClient) -> None:
+    headers = {"User-Agent": "township-his/2.1"}
+    pid = (await client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=headers)).json()["id"]
+    await client.get(f"/fhir/Patient/{pid}", headers=headers)
+    await client.get("/fhir/Patient/missing", headers=headers)
+    await client.get("/fhir/Patient", params={"_id": pid}, headers=headers)
+    assert await hub.audit.flush() == 4
+
+    events = (
+        await client.get("/fhir/AuditEvent", params={"entity": f"Patient/{pid}", "_count": "50"})
+    ).json()
+    by_action = sorted(
+        (e["resource"]["subtype"][0]["code"], e["resource"]["action"]) for e in events["entry"]
+    )
+    assert by_action == [("create", "C"), ("read", "R")]
+    for entry in events["entry"]:
+        agent = entry["resource"]["agent"][0]
+        assert agent["requestor"] is True and agent["who"]["display"] == "township-his/2.1"
+        assert agent["network"]["address"]
+    everything = (await client.get("/fhir/AuditEvent", params={"_count": "50"})).json()["entry"]
+    outcomes = {e["resource"]["subtype"][0]["code"]: e["resource"] for e in everything}
+    failed_read = [e["resource"] for e in everything if e["resource"].get("outcome") == "4"]
+    assert failed_read and failed_read[0]["entity"][0]["what"]["reference"] == "Patient/missing"
+    search = outcomes["search-type"]
+    assert base64.b64decode(search["entity"][0]["query"]).decode() == f"_id={pid}"
+
+
+async def test_audit_events_are_valid_r4(hub: Hub, client: httpx.AsyncClient) -> None:
+    await client.get("/fhir/metadata")
+    await hub.audit.flush()
+    bundle = (await client.get("/fhir/AuditEvent")).json()
+    for entry in bundle["entry"]:
+        assert hub.service.validate(entry["resource"]) == []
+
+
+def test_classify_follows_the_fhir_url_grammar() -> None:
+    assert classify("GET", []) == ("search-system", None, None)
+    assert classify("POST", []) == ("transaction", None, None)
+    assert classify("GET", ["metadata"]) == ("capabilities", None, None)
+    assert classify("POST", ["Patient"]) == ("create", "Patient", None)
+    assert classify("GET", ["Patient"]) == ("search-type", "Patient", None)
+    assert classify("POST", ["Patient", "_search"]) == ("search-type", "Patient", None)
+    assert classify("GET", ["Patient", "1"]) == ("read", "Patient", "1")
+    assert classify("PUT", ["Patient", "1"]) == ("update", "Patient", "1")
+    assert classify("DELETE", ["Patient", "1"]) == ("delete", "Patient", "1")
+    assert classify("GET", ["Patient", "1", "_history"]) == ("history-instance", "Patient", "1")
+    assert classify("GET", ["Patient", "1", "_history", "2"]) == ("vread", "Patient", "1")
+    assert classify("GET", ["Patient", "1", "Observation"]) == ("search-compartment", "Patient", "1")
+    assert classify("GET", ["Patient", "1", "$everything"]) == ("operation", "Patient", "1")
