@@ -1,8 +1,10 @@
 """HL7 v2 ingest benchmark: MLLP → journal (fsync) → parse → map → SQLite hub → ACK, in one process.
 
-Prints: sustained throughput over 4 concurrent connections (each pipelining a window of messages),
-ACK latency percentiles at a fixed offered rate (default 500 msg/s), and optionally a cProfile of the
-throughput run.
+The server (hub + MLLP listener) runs in this process; the load comes from `bench/hl7_load.py` in a
+separate process, as member systems would. Prints: sustained throughput over 4 concurrent connections
+(each pipelining a window of messages), ACK latency percentiles at a fixed offered rate (default
+500 msg/s), and optionally a cProfile of the server during the throughput run. `--null-sink` measures
+the adapter alone (journal, parse, map, ACK) with transactions discarded.
 
     .venv/bin/python bench/hl7_ingest.py [--messages 4000] [--rate 500] [--seconds 6] [--profile]
 """
@@ -12,113 +14,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import datetime as dt
 import io
+import json
 import pstats
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.hl7v2.client import MllpClient  # noqa: E402
 from adapters.hl7v2.listener import start_mllp  # noqa: E402
 from fhir_server.hub import open_hub  # noqa: E402
 from fhir_server.settings import Settings  # noqa: E402
-from terminology.cn_resident_id import make  # noqa: E402
-
-SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
-GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英"
 
 
-def adt_a04(i: int, run: str) -> bytes:
-    """A realistic 6-segment ADT^A04 with Chinese text (MSH EVN PID PD1 NK1 PV1), a new patient each."""
-    family, given = SURNAMES[i % len(SURNAMES)], GIVEN[i % len(GIVEN)] + GIVEN[(i * 7) % len(GIVEN)]
-    rid = make("330183", dt.date(1950 + i % 60, 1 + i % 12, 1 + i % 28), i % 1000)
-    segs = [
-        f"MSH|^~\\&|HIS|FYXRMYY|YILIAN|YLHUB|20240315083000||ADT^A04^ADT_A01|{run}-A{i}|P|2.5|||||CHN|"
-        "UNICODE UTF-8",
-        "EVN|A04|20240315083000",
-        f"PID|1||MZ{run}{i:07d}^^^FYXRMYY^MR~{rid}^^^^NNCHN||{family}^{given}^^^^^L^I~Wang^Wei^^^^^L^A||"
-        f"{rid[6:14]}|{'M' if i % 2 else 'F'}|||"
-        f"富春街道江滨路{i % 200}号^^杭州市^浙江省^311400^CHN^H^^富阳区||"
-        f"^PRN^CP^^^^138{i:08d}",
-        "PD1|||富阳区第一人民医院^^FYXRMYY",
-        f"NK1|1|{family}^建国|FTH^父亲|||^PRN^CP^^^^13900000000",
-        f"PV1|1|O|内科门诊^201^1^FYXRMYY||||D001^王^医生|||MED|||||||||MZV{run}{i:07d}|||||||||||||||||||||||||"
-        "20240315083000",
-    ]
-    return ("\r".join(segs) + "\r").encode()
+class NullSink:
+    """Accepts every transaction without storing it: measures the adapter's own ceiling."""
+
+    async def submit(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "transaction-response", "entry": []}
+
+    async def search(self, resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "searchset", "entry": []}
+
+    async def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        return None
 
 
-def oru_r01(i: int, run: str) -> bytes:
-    segs = [
-        f"MSH|^~\\&|LIS|FYXRMYY|YILIAN|YLHUB|20240315110000||ORU^R01^ORU_R01|{run}-R{i}|P|2.5|||||CHN|"
-        "UNICODE UTF-8",
-        f"PID|1||MZ{run}{i:07d}^^^FYXRMYY^MR||王^伟^^^^^L^I||19800512|M",
-        f"OBR|1|PO{run}{i}^FYXRMYY|LAB{run}{i}^FYXRMYY|58410-2^血常规^LN|||202403150930|||||||||||||||"
-        "20240315105500||LAB|F",
-        "OBX|1|NM|6690-2^白细胞计数^LN||12.5|10*9/L^10*9/L^UCUM|3.5-9.5|H|||F",
-        "OBX|2|NM|718-7^血红蛋白^LN||135|g/L^g/L^UCUM|130-175|N|||F",
-        "OBX|3|ST|5767-9^尿液外观^LN||淡黄色，清亮||||||F",
-    ]
-    return ("\r".join(segs) + "\r").encode()
-
-
-def message(i: int, run: str) -> bytes:
-    return oru_r01(i, run) if i % 2 else adt_a04(i, run)
-
-
-async def throughput(port: int, total: int, connections: int, window: int, run: str) -> float:
-    per = total // connections
-
-    async def one(c: int) -> None:
-        async with MllpClient("127.0.0.1", port, timeout=120) as client:
-            sent = received = 0
-            while received < per:
-                while sent < per and sent - received < window:
-                    client.send_nowait(message(c * per + sent, run))
-                    sent += 1
-                await client.drain()
-                ack = await client.receive()
-                assert b"MSA|AA" in ack, ack
-                received += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(one(c) for c in range(connections)))
-    return per * connections / (time.perf_counter() - start)
-
-
-async def latency(port: int, rate: float, seconds: float, connections: int, run: str) -> list[float]:
-    """Offer `rate` msg/s spread over connections; each ACK's latency from its send time."""
-    latencies: list[float] = []
-    interval = connections / rate
-    count = int(rate * seconds / connections)
-
-    async def one(c: int) -> None:
-        async with MllpClient("127.0.0.1", port, timeout=60) as client:
-            sent_at: list[float] = []
-
-            async def reader() -> None:
-                for k in range(count):
-                    ack = await client.receive()
-                    assert b"MSA|AA" in ack, ack
-                    latencies.append(time.perf_counter() - sent_at[k])
-
-            task = asyncio.create_task(reader())
-            start = time.perf_counter() + c * interval / connections
-            for k in range(count):
-                delay = start + k * interval - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                sent_at.append(time.perf_counter())
-                client.send_nowait(message(10_000_000 + c * count + k, run))
-            await task
-
-    await asyncio.gather(*(one(c) for c in range(connections)))
-    return latencies
+async def load(port: int, run: str, *args: str, connections: int = 2) -> dict[str, Any]:
+    """Run the load generator in its own process and return its JSON result."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).with_name("hl7_load.py")), "--port", str(port), "--run", run,
+        "--connections", str(connections), *args, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode})")
+    result: dict[str, Any] = json.loads(out)
+    return result
 
 
 async def main() -> None:
@@ -129,24 +64,42 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--null-sink", action="store_true", help="adapter only: transactions are not stored")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(db=Path(tmp) / "hub.db")
         async with open_hub(settings) as hub:
-            service = await start_mllp(settings, hub.sink, port=0)
+            sink: Any = NullSink() if args.null_sink else hub.sink
+            service = await start_mllp(settings, sink, port=0)
             try:
-                await throughput(service.port, 200, 2, 16, "warm")
+                await load(service.port, "warm", "throughput", "--messages", "200", "--window", "16")
                 profiler = cProfile.Profile() if args.profile else None
                 if profiler:
                     profiler.enable()
-                rate = await throughput(service.port, args.messages, args.connections, args.window, "tp")
+                result = await load(
+                    service.port, "tp", "throughput", "--messages", str(args.messages), "--window", str(args.window),
+                    connections=args.connections,
+                )  # fmt: skip
+                rate = result["rate"]
                 if profiler:
                     profiler.disable()
+                what = "adapter only (null sink)" if args.null_sink else "end to end (SQLite hub)"
                 print(
-                    f"throughput: {rate:,.0f} msg/s end to end ({args.messages} ADT^A04/ORU^R01, "
+                    f"throughput [{what}]: {rate:,.0f} msg/s ({args.messages} ADT^A04/ORU^R01, "
                     f"{args.connections} connections, window {args.window})"
                 )
-                lat = await latency(service.port, args.rate, args.seconds, args.connections, "lat")
+                lat = (
+                    await load(
+                        service.port,
+                        "lat",
+                        "latency",
+                        "--rate",
+                        str(args.rate),
+                        "--seconds",
+                        str(args.seconds),
+                        connections=args.connections,
+                    )  # fmt: skip
+                )["latencies"]
                 lat.sort()
                 q = statistics.quantiles(lat, n=100)
                 print(

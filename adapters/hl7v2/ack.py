@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from hl7apy.core import Message as Hl7apyMessage
 
-from adapters.hl7v2.parse import Encoding, Message, _msh_field_bytes, codec_for, escape
+from adapters.hl7v2.parse import Encoding, Message, codec_for, escape, msh_fields
 
 ERROR_TEXT = {
     "0": "Message accepted",
@@ -102,8 +102,10 @@ class Header:
     def from_raw(cls, raw: bytes) -> Header:
         """Best effort from bytes (for messages that failed to parse or decode)."""
 
+        fields = [b.decode("utf-8", "replace") for b in msh_fields(raw)]
+
         def f(n: int) -> str:
-            return _msh_field_bytes(raw, n).decode("utf-8", "replace") if raw.startswith(b"MSH") else ""
+            return fields[n - 1] if n - 1 < len(fields) else ""
 
         return cls(
             f(3), f(4), f(5), f(6), f(10), f(9).split("^")[1] if "^" in f(9) else "",

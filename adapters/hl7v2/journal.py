@@ -142,10 +142,16 @@ class Journal:
         return out
 
     def finish(self, outcomes: Iterable[Outcome]) -> None:
-        """Record outcomes (status, error, the ACK sent) in one durable transaction."""
+        """Record outcomes (status, error, the ACK sent) in one transaction, without waiting for fsync.
+
+        Why that is safe: the message itself is already durable (`append`), and an outcome lost in a
+        crash is rebuilt by recovery: an applied message is recognised by its Provenance in the store
+        and only marked, a failed one fails again the same way. Saving this fsync halves the per-round
+        disk waits (~5 ms each on this machine)."""
         now = dt.datetime.now(dt.UTC).isoformat()
         with self._lock:
             cur = self._db.cursor()
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("BEGIN IMMEDIATE")
             try:
                 cur.executemany(
@@ -157,6 +163,8 @@ class Journal:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+            finally:
+                cur.execute("PRAGMA synchronous=FULL")
 
     def get(self, entry_id: int) -> Entry | None:
         with self._lock:

@@ -207,33 +207,41 @@ class Message:
         return self.msh.get(12) or "2.5"
 
 
-def _msh_field_bytes(raw: bytes, n: int) -> bytes:
-    """MSH-n straight from the bytes (before decoding): MSH is ASCII in every charset we accept."""
+def msh_fields(raw: bytes) -> list[bytes]:
+    """The MSH fields straight from the bytes, before decoding (MSH is ASCII in every charset we
+    accept): element n-1 is MSH-n. Empty when the bytes do not start with MSH."""
+    if not raw.startswith(b"MSH") or len(raw) < 4:
+        return []
     end = len(raw)
     for sep in (b"\r", b"\n"):
-        i = raw.find(sep)
+        i = raw.find(sep, 0, end)
         if i != -1:
-            end = min(end, i)
-    head = raw[:end]
-    if len(head) < 4:
-        return b""
-    parts = head.split(head[3:4])
-    return parts[n - 1] if n - 1 < len(parts) else b""
+            end = i
+    return raw[:end].split(raw[3:4])
 
 
-def header_facts(raw: bytes) -> tuple[str, str]:
-    """(sending facility, control id) read from raw MSH bytes, for journaling before a full parse."""
-    facility = _msh_field_bytes(raw, 4).split(b"^", 1)[0]
-    control = _msh_field_bytes(raw, 10)
-    return facility.decode("utf-8", "replace").strip(), control.decode("utf-8", "replace").strip()
+def _field(fields: list[bytes], n: int) -> bytes:
+    return fields[n - 1] if n - 1 < len(fields) else b""
+
+
+def header_facts(raw: bytes) -> tuple[str, str, str]:
+    """(sending facility, control id, message type) from raw MSH bytes, to journal before a full parse."""
+    fields = msh_fields(raw)
+    facility = _field(fields, 4).split(b"^", 1)[0]
+    return (
+        facility.decode("utf-8", "replace").strip(),
+        _field(fields, 10).decode("utf-8", "replace").strip(),
+        _field(fields, 9).decode("ascii", "replace")[:20],
+    )
 
 
 def detect_codec(raw: bytes, default_charset: str, sender_charsets: Mapping[str, str]) -> str:
     """The codec for a message: MSH-18 (first repetition), else the sender's default, else the hub's."""
-    msh18 = _msh_field_bytes(raw, 18).split(b"~", 1)[0].strip()
+    fields = msh_fields(raw)
+    msh18 = _field(fields, 18).split(b"~", 1)[0].strip()
     if msh18:
         return codec_for(msh18.decode("ascii", "replace"))
-    facility, _ = header_facts(raw)
+    facility = _field(fields, 4).split(b"^", 1)[0].decode("utf-8", "replace").strip()
     configured = sender_charsets.get(facility)
     return codec_for(configured or default_charset)
 

@@ -1,8 +1,10 @@
 """The HL7 v2 ingest pipeline: journal (group fsync) → parse → route → translate → Sink → journal → ACK.
 
-One worker task takes every message that has queued up since its last round (up to `max_batch`), so
-under load many messages share one journal fsync and one store transaction (`coalesce.py`), while a
-quiet link still gets its ACK after a single round trip. Order is arrival order, hence per patient.
+Two stages in sequence, each a task: the journal stage takes every message queued since its last round
+(up to `max_batch`) and journals them with one fsync; the apply stage translates and applies that group
+(one store transaction for messages about different patients, `coalesce.py`) while the journal stage
+is already writing the next group. A quiet link still gets its ACK after one round trip; under load
+many messages share one fsync. Order is arrival order through both FIFO stages, hence per patient.
 
 Nothing is acknowledged before its journal commit returns. The application ACK goes out only after the
 outcome (status, error, ACK bytes) is journaled too, so a re-sent message is answered with exactly the
@@ -23,7 +25,7 @@ from adapters.base import Sink
 from adapters.hl7v2 import ack as acks
 from adapters.hl7v2.coalesce import groups, merge
 from adapters.hl7v2.journal import Appended, Entry, Journal, NewEntry, Outcome
-from adapters.hl7v2.parse import Message, ParseError, _msh_field_bytes, header_facts, parse
+from adapters.hl7v2.parse import Message, ParseError, header_facts, parse
 from adapters.hl7v2.router import Router, build_router
 from adapters.hl7v2.structure import diagnose
 from adapters.hl7v2.transaction import Context, Translation, TranslationError, provenance_id
@@ -43,6 +45,7 @@ class Received:
     peer: str
     received_at: dt.datetime
     oversize: int = 0
+    header: acks.Header = field(default_factory=acks.Header)
     commit: asyncio.Future[bytes | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -80,29 +83,32 @@ class Pipeline:
         self.max_batch = max_batch
         self.tz = ZoneInfo(settings.hl7_timezone)
         self._queue: asyncio.Queue[Received] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        self._journaled: asyncio.Queue[tuple[list[Received], list[Appended]]] = asyncio.Queue(maxsize=2)
+        self._workers: list[asyncio.Task[None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.recover()
-        self._worker = asyncio.create_task(self._run(), name="hl7v2-pipeline")
+        self._workers = [
+            asyncio.create_task(self._journal_stage(), name="hl7v2-journal"),
+            asyncio.create_task(self._apply_stage(), name="hl7v2-apply"),
+        ]
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for worker in self._workers:
+            worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await worker
+        while not self._journaled.empty():  # journaled, not applied: recovery finishes them
+            _cancel(self._journaled.get_nowait()[0])
         while not self._queue.empty():  # never acknowledged: the sender will re-send
-            item = self._queue.get_nowait()
-            for fut in (item.commit, item.done):
-                if not fut.done():
-                    fut.cancel()
+            _cancel([self._queue.get_nowait()])
 
     def _now(self) -> dt.datetime:
         return dt.datetime.now(self.tz)
 
     def submit(self, raw: bytes, peer: str, oversize: int = 0) -> Received:
-        item = Received(raw, peer, dt.datetime.now(self.tz), oversize)
+        item = Received(raw, peer, dt.datetime.now(self.tz), oversize, acks.Header.from_raw(raw))
         self._queue.put_nowait(item)
         return item
 
@@ -123,51 +129,44 @@ class Pipeline:
             log.info("HL7 journal recovery finished %d pending message(s)", len(pending))
         return len(pending)
 
-    # -- the worker ------------------------------------------------------------------------------
-    async def _run(self) -> None:
+    # -- the worker: two stages, so the next group's fsync overlaps this group's apply ------------
+    async def _journal_stage(self) -> None:
+        """Group commit: everything queued since the last round is journaled with one fsync."""
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._round(batch)
+                news = []
+                for item in batch:
+                    facility, control, mtype = header_facts(item.raw)
+                    # An oversize message has no usable control id: journal its head without one.
+                    control_id = None if item.oversize else control or None
+                    news.append(NewEntry(item.raw, item.peer, facility, control_id, mtype, item.received_at))
+                appended = await asyncio.to_thread(self.journal.append, news)
+                for item, app in zip(batch, appended, strict=True):
+                    header = item.header
+                    if header.enhanced and acks.wants(header.accept_ack, True):
+                        item.commit.set_result(acks.build(header, "CA", f"YLC{app.id}", now=self._now()))
+                    else:
+                        item.commit.set_result(None)
+            except Exception:  # not journaled: nothing acknowledged, the sender re-sends
+                log.exception("HL7 journal append failed; %d message(s) not acknowledged", len(batch))
+                _cancel(batch)
+                continue
+            await self._journaled.put((batch, appended))
+
+    async def _apply_stage(self) -> None:
+        while True:
+            batch, appended = await self._journaled.get()
+            try:
+                await self._round(batch, appended)
             except Exception:  # a bug here must not stop the listener; the messages stay journaled
                 log.exception("HL7 pipeline round failed; %d message(s) left unacknowledged", len(batch))
-                for item in batch:
-                    for fut in (item.commit, item.done):
-                        if not fut.done():
-                            fut.cancel()
+                _cancel(batch)
 
-    async def _round(self, batch: list[Received]) -> None:
-        news = []
-        for item in batch:
-            facility, control = header_facts(item.raw)
-            mtype = (
-                _msh_field_bytes(item.raw, 9).decode("ascii", "replace")[:20]
-                if item.raw.startswith(b"MSH")
-                else ""
-            )
-            # An oversize or unframed message has no usable control id: journal it without one.
-            news.append(
-                NewEntry(
-                    item.raw,
-                    item.peer,
-                    facility,
-                    None if item.oversize else control or None,
-                    mtype,
-                    item.received_at,
-                )
-            )
-        appended = await asyncio.to_thread(self.journal.append, news)
-        fresh: list[tuple[Received, Appended]] = []
-        for item, app in zip(batch, appended, strict=True):
-            header = acks.Header.from_raw(item.raw)
-            if header.enhanced and acks.wants(header.accept_ack, True):
-                item.commit.set_result(acks.build(header, "CA", f"YLC{app.id}", now=self._now()))
-            else:
-                item.commit.set_result(None)
-            if app.duplicate_of is None:
-                fresh.append((item, app))
+    async def _round(self, batch: list[Received], appended: list[Appended]) -> None:
+        fresh = [(item, app) for item, app in zip(batch, appended, strict=True) if app.duplicate_of is None]
         entries = [
             Entry(
                 app.id,
@@ -188,6 +187,7 @@ class Pipeline:
         outcomes = {o.id: o for o in await self.process_entries(entries, oversize)}
         for item, app in zip(batch, appended, strict=True):
             if app.duplicate_of is not None:
+                # Earlier rounds are finished by now, so the original's ACK is in the journal.
                 original = (
                     app.duplicate_of
                     if app.duplicate_of.ack
@@ -195,10 +195,9 @@ class Pipeline:
                 )
                 log.info("HL7 message %d re-sent by %s: answered with the original ACK", app.id, item.peer)
                 ack = original.ack if original else None
-                item.done.set_result(ack if _app_ack_wanted(item.raw, ack) else None)
-                continue
-            outcome = outcomes[app.id]
-            item.done.set_result(outcome.ack if _app_ack_wanted(item.raw, outcome.ack) else None)
+            else:
+                ack = outcomes[app.id].ack
+            item.done.set_result(ack if _app_ack_wanted(item.header, ack) else None)
 
     # -- processing (shared by the listener, recovery and replay) --------------------------------
     async def process_entries(
@@ -313,9 +312,15 @@ def entry_received_at(entry: Entry) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
 
 
-def _app_ack_wanted(raw: bytes, ack: bytes | None) -> bool:
+def _cancel(batch: list[Received]) -> None:
+    for item in batch:
+        for fut in (item.commit, item.done):
+            if not fut.done():
+                fut.cancel()
+
+
+def _app_ack_wanted(header: acks.Header, ack: bytes | None) -> bool:
     """Original mode always answers; enhanced mode only as MSH-16 asks."""
-    header = acks.Header.from_raw(raw)
     if not header.enhanced:
         return True
     return acks.wants(header.app_ack, ack is not None and acks.is_accept(ack))

@@ -12,9 +12,11 @@ Shared by every translator so each message type only says *what* it writes. Idem
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -52,6 +54,7 @@ def provenance_id(facility: str, control_id: str) -> str:
     return str(uuid.uuid5(_NS, f"hl7v2|{facility}|{control_id}"))
 
 
+@lru_cache(maxsize=65536)
 def entry_url(key: str) -> str:
     """A deterministic `urn:uuid:` fullUrl for an entry keyed by its conditional URL or `Type/id`."""
     return f"urn:uuid:{uuid.uuid5(_NS, key)}"
@@ -96,6 +99,7 @@ class TransactionBuilder:
         self.entries: list[JsonObject] = []
         self._by_url: dict[str, JsonObject] = {}
         self.patient_key: str | None = None
+        self._orgs: dict[str, str] = {}
 
     def _add(self, resource: JsonObject, request: JsonObject, key: str) -> str:
         full_url = entry_url(key)
@@ -125,13 +129,16 @@ class TransactionBuilder:
 
     def organization(self, code: str, name: str | None = None) -> str:
         """The member Organization named by a facility code (MSH-4/MSH-6, ORC-21 ...)."""
+        if code in self._orgs:
+            return self._orgs[code]
         org: JsonObject = {
             "resourceType": "Organization",
             "identifier": [{"system": organization_identifier_system(), "value": code}],
             "active": True,
             "name": name or code,
         }
-        return self.ensure(org, organization_identifier_system(), code)
+        url = self._orgs[code] = self.ensure(org, organization_identifier_system(), code)
+        return url
 
     def practitioner(self, facility: str, id_number: str, name: JsonObject | None) -> str | None:
         """A Practitioner known by the member's staff number (XCN.1); None without one."""
@@ -209,7 +216,13 @@ class TransactionBuilder:
         return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9:/._~\-]*")
+
+
+@lru_cache(maxsize=65536)
 def _q(value: str) -> str:
     """Escape a token for a search URL value: FHIR-escape `| , $ \\`, then percent-encode for the URL."""
+    if _PLAIN.fullmatch(value):
+        return value
     escaped = value.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$").replace("|", "\\|")
     return quote(escaped, safe=":/.-_~\\")

@@ -30,9 +30,9 @@ async def patients(hub: Hub) -> list[dict[str, object]]:
 
 
 def journal_received(settings: Settings, raw: bytes) -> None:
-    facility, control = header_facts(raw)
+    facility, control, mtype = header_facts(raw)
     journal = Journal(settings.resolved_journal_path())
-    journal.append([NewEntry(raw, "test", facility, control, "ADT^A04", dt.datetime.now(dt.UTC))])
+    journal.append([NewEntry(raw, "test", facility, control, mtype, dt.datetime.now(dt.UTC))])
     journal.close()
 
 
