@@ -77,8 +77,8 @@ async def main() -> None:
                 if profiler:
                     profiler.enable()
                 result = await load(
-                    service.port, "tp", "throughput", "--messages", str(args.messages), "--window", str(args.window),
-                    connections=args.connections,
+                    service.port, "tp", "throughput", "--messages", str(args.messages),
+                    "--window", str(args.window), connections=args.connections,
                 )  # fmt: skip
                 rate = result["rate"]
                 if profiler:
