@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from adapters.base import Sink
 from adapters.hl7v2.journal import Journal
 from adapters.hl7v2.mllp import Frame, FrameDecoder, Garbage, Oversize, frame
+from adapters.hl7v2.parse import ParseError, is_batch, split_batch
 from adapters.hl7v2.pipeline import Pipeline, Received
 from fhir_server.settings import Settings
 
@@ -31,7 +33,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, service: MllpService) -> None:
         self.service = service
         self.decoder = FrameDecoder(service.settings.mllp_max_message_bytes)
-        self.pending: deque[Received] = deque()
+        self.pending: deque[Received | _Batch] = deque()
         self.wakeup = asyncio.Event()
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
@@ -58,7 +60,9 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for event in self.decoder.feed(data):
-            if isinstance(event, Frame):
+            if isinstance(event, Frame) and is_batch(event.data):
+                self._enqueue_batch(event.data)
+            elif isinstance(event, Frame):
                 self._enqueue(self.service.pipeline.submit(event.data, self.peer))
             elif isinstance(event, Oversize):
                 self._enqueue(self.service.pipeline.submit(event.head, self.peer, oversize=event.size))
@@ -68,9 +72,20 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
             self.paused = True
 
-    def _enqueue(self, item: Received) -> None:
+    def _enqueue(self, item: Received | _Batch) -> None:
         self.pending.append(item)
         self.wakeup.set()
+
+    def _enqueue_batch(self, data: bytes) -> None:
+        """An FHS/BHS batch in one frame: each message goes through the pipeline, one batch ACK back."""
+        try:
+            messages = split_batch(data)
+        except ParseError:
+            messages = []
+        if not messages:  # nothing splittable: the pipeline rejects the frame itself (AR, journaled)
+            self._enqueue(self.service.pipeline.submit(data, self.peer))
+            return
+        self._enqueue(_Batch([self.service.pipeline.submit(m, self.peer) for m in messages]))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -94,10 +109,15 @@ class _Connection(asyncio.Protocol):
                 continue
             item = self.pending[0]
             try:
-                for fut in (item.commit, item.done):
-                    ack = await fut
-                    if ack is not None and not self.closed and self.transport is not None:
-                        self.transport.write(frame(ack))
+                if isinstance(item, _Batch):
+                    answer = await item.answer()
+                    if not self.closed and self.transport is not None:
+                        self.transport.write(frame(answer))
+                else:
+                    for fut in (item.commit, item.done):
+                        ack = await fut
+                        if ack is not None and not self.closed and self.transport is not None:
+                            self.transport.write(frame(ack))
             except asyncio.CancelledError:
                 if self.service.closing:
                     raise
@@ -111,6 +131,29 @@ class _Connection(asyncio.Protocol):
             ):
                 self.transport.resume_reading()
                 self.paused = False
+
+
+@dataclass
+class _Batch:
+    """Messages that arrived as one batch frame; answered with one batch of their ACKs (BHS ... BTS)."""
+
+    items: list[Received]
+
+    async def answer(self) -> bytes:
+        acks: list[bytes] = []
+        for item in self.items:
+            for fut in (item.commit, item.done):
+                ack = await fut
+                if ack is not None:
+                    acks.append(ack if ack.endswith(b"\r") else ack + b"\r")
+        stamp = dt.datetime.now().astimezone().strftime("%Y%m%d%H%M%S%z")
+        return (
+            b"BHS|^~\\&|YILIAN|YLHUB|||"
+            + stamp.encode()
+            + b"\r"
+            + b"".join(acks)
+            + f"BTS|{len(acks)}\r".encode()
+        )
 
 
 @dataclass

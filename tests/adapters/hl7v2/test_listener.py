@@ -240,3 +240,12 @@ async def test_a40_merge_links_patients_and_moves_references(
 async def test_batch_over_mllp(mllp: MllpService) -> None:
     acks = await send_all("127.0.0.1", mllp.port, split_batch(sample("batch")))
     assert [msa(a)[1:3] for a in acks] == [["AA", "BAT0001"], ["AA", "BAT0002"]]
+
+
+async def test_batch_file_in_one_frame_gets_one_batch_ack(mllp: MllpService, fhir: httpx.AsyncClient) -> None:
+    async with MllpClient("127.0.0.1", mllp.port, timeout=10) as client:
+        [answer] = await client.send(sample("batch"))
+    lines = answer.split(b"\r")
+    assert lines[0].startswith(b"BHS|") and b"BTS|2" in lines
+    assert [line for line in lines if line.startswith(b"MSA")] == [b"MSA|AA|BAT0001", b"MSA|AA|BAT0002"]
+    assert len(await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0100")) == 1
