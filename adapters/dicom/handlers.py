@@ -23,7 +23,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from adapters.base import Sink
 from adapters.dicom import vocabulary as v
-from adapters.dicom.ingest import receive
+from adapters.dicom.ingest import dimse_status, receive
 from adapters.dicom.instances import InstanceStore, InstanceWriteError, StoredInstance
 from adapters.dicom.matching import matches
 from adapters.dicom.part10 import file_meta
@@ -90,16 +90,17 @@ class DicomHandlers:
         expected = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
         try:
             stored = receive(self._store, _part10(event, calling), calling, member, expected)
-        except InvalidInstance as exc:
+        except (InvalidInstance, InstanceWriteError) as exc:
             log.warning("C-STORE from %s refused: %s", calling, exc)
-            return v.CANNOT_UNDERSTAND
-        except InstanceWriteError as exc:
-            log.error("C-STORE from %s not stored: %s", calling, exc)
-            return v.OUT_OF_RESOURCES
+            return dimse_status(exc)
         with self._lock:
             self._studies.setdefault(id(event.assoc), set()).add(stored.summary.study_uid)
         self._loop.call_soon_threadsafe(self._buffer.touch, stored.summary.study_uid)
         return v.SUCCESS
+
+    def on_worker_released(self, study_uids: list[str]) -> None:
+        """A storage worker process finished an association (called on the pool's reader thread)."""
+        asyncio.run_coroutine_threadsafe(self._buffer.flush(study_uids), self._loop)
 
     def on_association_end(self, event: Event) -> None:
         with self._lock:

@@ -6,8 +6,18 @@ those once (DIMSE status / STOW FailureReason). Publishing the study is the call
 
 from __future__ import annotations
 
-from adapters.dicom.instances import InstanceStore, StoredInstance
+from adapters.dicom import vocabulary as v
+from adapters.dicom.instances import InstanceStore, InstanceWriteError, StoredInstance
 from adapters.dicom.summary import InvalidInstance, summarize
+
+
+def dimse_status(exc: Exception) -> int:
+    """The one mapping from a failed receive to a C-STORE status (used by both DIMSE edges)."""
+    if isinstance(exc, InstanceWriteError):
+        return v.OUT_OF_RESOURCES
+    if isinstance(exc, InvalidInstance):
+        return v.CANNOT_UNDERSTAND
+    return v.UNABLE_TO_PROCESS
 
 
 def receive(

@@ -7,6 +7,11 @@ is rejected at negotiation. Unknown calling AE titles are refused when configure
 
 from __future__ import annotations
 
+import logging
+import socket
+import struct
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import AE, _config
@@ -14,6 +19,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from adapters.dicom import vocabulary as v
 from adapters.dicom.handlers import DicomHandlers
+from adapters.dicom.storage_scp import ProtocolError, parse_associate_rq, storage_only
 from fhir_server.settings import Settings
 
 _QUERY_CLASSES = (
@@ -45,8 +51,60 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
-def start_server(ae: AE, host: str, port: int, handlers: DicomHandlers) -> ThreadedAssociationServer:
+log = logging.getLogger(__name__)
+PEEK_TIMEOUT = 10.0
+Dispatch = Callable[[socket.socket], bool]
+
+
+class DispatchingServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, except that storage-only associations are handed to `dispatch`.
+
+    The A-ASSOCIATE-RQ is only peeked (MSG_PEEK), so whichever side serves the connection reads it
+    from the start: pynetdicom for query/retrieve/worklist/mixed, a storage worker for the rest.
+    """
+
+    def __init__(self, *args: Any, dispatch: Dispatch | None = None, **kwargs: Any) -> None:
+        self._dispatch = dispatch
+        super().__init__(*args, **kwargs)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        handed_off = (
+            self._dispatch is not None
+            and isinstance(request, socket.socket)
+            and _storage_only(request)
+            and self._dispatch(request)
+        )
+        if not handed_off:  # else: detached and sent away; shutdown_request finds nothing to close
+            super().finish_request(request, client_address)
+
+
+def _storage_only(conn: socket.socket) -> bool:
+    previous = conn.gettimeout()
+    conn.settimeout(PEEK_TIMEOUT)
+    try:
+        header = conn.recv(6, socket.MSG_PEEK | socket.MSG_WAITALL)
+        if len(header) < 6 or header[0] != 0x01:
+            return False
+        length = struct.unpack_from(">I", header, 2)[0]
+        if length > 1 << 20:
+            return False
+        pdu = conn.recv(6 + length, socket.MSG_PEEK | socket.MSG_WAITALL)
+        return storage_only(parse_associate_rq(pdu))
+    except (OSError, ProtocolError, struct.error):
+        return False  # let pynetdicom read it and answer (or abort) properly
+    finally:
+        conn.settimeout(previous)
+
+
+def start_server(
+    ae: AE, host: str, port: int, handlers: DicomHandlers, dispatch: Dispatch | None = None
+) -> ThreadedAssociationServer:
     bindings: list[Any] = handlers.bindings()
-    server = ae.start_server((host, port), block=False, evt_handlers=bindings)
-    assert isinstance(server, ThreadedAssociationServer)
+    server = ae.make_server(
+        (host, port), evt_handlers=bindings, server_class=DispatchingServer, dispatch=dispatch
+    )
+    assert isinstance(server, DispatchingServer)
+    thread = threading.Thread(target=server.serve_forever, name="dicom-acceptor", daemon=True)
+    thread.start()
+    ae._servers.append(server)  # pynetdicom's own start_server does the same; shutdown() removes it
     return server

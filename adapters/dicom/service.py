@@ -17,7 +17,8 @@ from adapters.base import Sink
 from adapters.dicom.handlers import DicomHandlers
 from adapters.dicom.instances import InstanceStore, open_instance_store
 from adapters.dicom.publish import StudyBuffer, StudyPublisher
-from adapters.dicom.scp import build_ae, start_server
+from adapters.dicom.scp import MAX_PDU, build_ae, start_server
+from adapters.dicom.workers import WorkerPool, worker_config
 from fhir_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,13 @@ class DicomService:
     publisher: StudyPublisher
     buffer: StudyBuffer
     _server: ThreadedAssociationServer
+    _pool: WorkerPool | None = None
 
     async def close(self) -> None:
         """Stop accepting, let running associations end, publish what is pending, close the index."""
         await asyncio.to_thread(self._server.shutdown)
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.close)
         await self.buffer.close()
         self.instances.close()
 
@@ -60,8 +64,19 @@ async def start_dicom(settings: Settings, sink: Sink, port: int | None = None) -
         buffer.touch(study_uid)
     handlers = DicomHandlers(settings, sink, store, buffer, loop)
     ae = build_ae(settings)
+    pool = None
+    if settings.dicom_workers > 0:
+        config = worker_config(
+            store.root,
+            settings.dicom_duplicate_policy,
+            settings.dicom_known_aes,
+            settings.dicom_refuse_unknown_callers,
+            MAX_PDU,
+        )
+        pool = WorkerPool(config, settings.dicom_workers, handlers.on_worker_released)
     bind_port = settings.dicom_port if port is None else port
-    server = await asyncio.to_thread(start_server, ae, settings.dicom_host, bind_port, handlers)
+    dispatch = pool.dispatch if pool is not None else None
+    server = await asyncio.to_thread(start_server, ae, settings.dicom_host, bind_port, handlers, dispatch)
     bound = int(server.server_address[1])
     log.info("DICOM listener %s on %s:%d", settings.dicom_aet, settings.dicom_host, bound)
-    return DicomService(bound, store, publisher, buffer, server)
+    return DicomService(bound, store, publisher, buffer, server, pool)

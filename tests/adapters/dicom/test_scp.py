@@ -37,14 +37,16 @@ def _settings(tmp_path: Path, **kw) -> Settings:
         "dicom_storage": tmp_path / "dicom",
         "dicom_stable_seconds": 0.3,
         "dicom_known_aes": {"TOWNA": "org-town-a"},
+        "dicom_workers": 1,
     }
     return Settings(**(base | kw))
 
 
-@pytest.fixture
-async def listener(tmp_path):
+@pytest.fixture(params=[0, 1], ids=["in-process", "worker"])
+async def listener(tmp_path, request):
+    """The listener with storage served by pynetdicom in-process (0) and by a storage worker process (1)."""
     sink = RecordingSink()
-    service = await start_dicom(_settings(tmp_path), sink, port=0)
+    service = await start_dicom(_settings(tmp_path, dicom_workers=request.param), sink, port=0)
     yield service, sink
     await service.close()
 
@@ -85,7 +87,7 @@ async def test_echo_and_store_publish_one_imaging_study(listener):
     assert await asyncio.to_thread(_store_all, service.port, [late]) == [0]
     final = await wait_for(lambda: [s for s in study_bundles(sink, study) if s["numberOfInstances"] == 5])
     assert final[-1]["numberOfSeries"] == 3
-    assert service.instances.pending_studies() == {}
+    await wait_for(lambda: service.instances.pending_studies() == {})  # marked published after submit
 
 
 async def test_bad_instances_fail_alone_and_listener_keeps_serving(listener):

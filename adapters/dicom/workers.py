@@ -1,0 +1,176 @@
+"""Storage worker processes: the hub hands storage-only associations (their socket) to these.
+
+Why processes: a modality sends hundreds of instances per study; per-instance work (parse the header,
+hash, write, fsync, index) is CPU-bound Python, and threads share one GIL with the FHIR API. Each worker
+runs `storage_scp.serve_storage` per connection against its own handle on the shared instance store
+(SQLite WAL + content-addressed files), and reports "association ended, these studies changed" back to
+the hub over its control socket, which publishes the ImagingStudy. Connections arrive as file
+descriptors over a Unix socketpair (SCM_RIGHTS); the worker is `python -m adapters.dicom.workers`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from adapters.dicom import vocabulary as v
+from adapters.dicom.ingest import dimse_status, receive
+from adapters.dicom.instances import InstanceStore, InstanceWriteError
+from adapters.dicom.part10 import file_meta
+from adapters.dicom.storage_scp import Policy, serve_storage
+from adapters.dicom.summary import InvalidInstance
+
+log = logging.getLogger(__name__)
+
+NETWORK_TIMEOUT = 60.0
+StoreResult = tuple[int, str | None]
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen[bytes]
+    control: socket.socket
+    reader: threading.Thread
+
+
+class WorkerPool:
+    """N storage worker processes; `dispatch` hands a connected socket to the next one."""
+
+    def __init__(
+        self, config: dict[str, object], count: int, on_released: Callable[[list[str]], None]
+    ) -> None:
+        self._config = config
+        self._on_released = on_released
+        self._workers: list[_Worker] = []
+        self._next = itertools.count()
+        self._lock = threading.Lock()
+        for _ in range(count):
+            self._workers.append(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        root = Path(__file__).resolve().parents[2]
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "adapters.dicom.workers", str(theirs.fileno()), json.dumps(self._config)],
+            pass_fds=[theirs.fileno()],
+            env=env,
+        )
+        theirs.close()
+        reader = threading.Thread(target=self._read, args=(ours,), name="dicom-worker-reader", daemon=True)
+        reader.start()
+        return _Worker(process, ours, reader)
+
+    def _read(self, control: socket.socket) -> None:
+        with control.makefile("r", encoding="ascii") as lines:
+            for line in lines:
+                uids = [u for u in line.strip().split("\t") if u]
+                if uids:
+                    self._on_released(uids)
+
+    def dispatch(self, conn: socket.socket) -> bool:
+        """Send the connection to a worker; False if none is alive (the caller serves it itself)."""
+        with self._lock:
+            alive = [w for w in self._workers if w.process.poll() is None]
+            if not alive:
+                return False
+            worker = alive[next(self._next) % len(alive)]
+            fd = conn.detach()
+            try:
+                socket.send_fds(worker.control, [b"c"], [fd])
+            finally:
+                os.close(fd)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop handing out work; workers finish their associations and exit."""
+        for w in self._workers:
+            with contextlib.suppress(OSError):
+                w.control.shutdown(socket.SHUT_WR)
+        for w in self._workers:
+            try:
+                w.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                w.process.terminate()
+                w.process.wait()
+            w.control.close()
+
+
+def worker_config(
+    storage: Path, duplicate_policy: str, known_aes: dict[str, str], refuse_unknown: bool, max_pdu: int
+) -> dict[str, object]:
+    return {
+        "storage": str(storage),
+        "duplicate_policy": duplicate_policy,
+        "known_aes": known_aes,
+        "refuse_unknown": refuse_unknown,
+        "max_pdu": max_pdu,
+    }
+
+
+def _worker_main(control_fd: int, config: dict[str, object]) -> None:
+    store = InstanceStore(Path(str(config["storage"])), str(config["duplicate_policy"]))
+    known = dict(config["known_aes"])  # type: ignore[call-overload]
+    policy = Policy(known, bool(config["refuse_unknown"]), int(config["max_pdu"]))  # type: ignore[call-overload]
+    control = socket.socket(fileno=control_fd)
+    send_lock = threading.Lock()
+
+    def store_one(
+        calling: str, sop_class: str, sop_instance: str, ts: str, data: bytes
+    ) -> tuple[int, str | None]:
+        try:
+            part10 = file_meta(sop_class, sop_instance, ts, calling) + data
+            stored = receive(store, part10, calling, known.get(calling, ""), sop_instance)
+        except (InvalidInstance, InstanceWriteError) as exc:
+            log.warning("C-STORE from %s refused: %s", calling, exc)
+            return dimse_status(exc), None
+        return v.SUCCESS, stored.summary.study_uid
+
+    def serve(fd: int) -> None:
+        conn = socket.socket(fileno=fd)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.settimeout(NETWORK_TIMEOUT)
+        try:
+            _calling, studies = serve_storage(conn, policy, store_one)
+        except (OSError, ConnectionError) as exc:
+            log.warning("storage association failed: %s", exc)
+            studies = set()
+        finally:
+            conn.close()
+        if studies:
+            with send_lock, contextlib.suppress(OSError):
+                control.sendall(("\t".join(sorted(studies)) + "\n").encode("ascii"))
+
+    threads: list[threading.Thread] = []
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(control, 16, 4)
+        except OSError:
+            break
+        if not msg and not fds:
+            break  # the hub closed the control socket: finish and exit
+        for fd in fds:
+            t = threading.Thread(target=serve, args=(fd,), name="dicom-storage-association")
+            t.start()
+            threads.append(t)
+        threads = [t for t in threads if t.is_alive()]
+    for t in threads:
+        t.join()
+    store.close()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _worker_main(int(sys.argv[1]), json.loads(sys.argv[2]))
