@@ -9,10 +9,11 @@ inner filter as its own query (this module builds it: `subquery`), turns the res
 (type, id) keys (`resolved_keys`) and hands those back in `resolved`; the outer filter then tests
 references against that set. Nothing falls back to in-memory evaluation.
 
-A page is one pipeline: `$match` → sort keys computed per document (`$addFields`: the min, or max when
+A sorted page is one pipeline: `$match` → sort keys computed per document (`$addFields`: the min, or max when
 descending, of the parameter's entries; sentinels for none, as match.sort_value) → keyset `$match` after
 the cursor → `$sort` (keys, then type, id) → `$limit`. Cursors carry the last row's keys, so pages stay
-consistent while other writes land (no skip/offset).
+consistent while other writes land (no skip/offset). Without `_sort` a page is a plain find in (type, id)
+order with the same keyset condition.
 """
 
 from __future__ import annotations
@@ -352,6 +353,18 @@ def keyset_cond(query: SearchQuery, values: Sequence[Any], backwards: bool) -> D
         cond[name] = {"$lt" if desc != backwards else "$gt": values[i]}
         ors.append(cond)
     return any_of(ors)
+
+
+def page_find(
+    query: SearchQuery, resolved: Resolved, *, after: Sequence[Any] | None, backwards: bool
+) -> tuple[Document, list[tuple[str, int]]]:
+    """(filter, sort) of a page of an unsorted search: a plain find in (type, id) order, which the
+    unique (type, id) index serves; only `_sort` needs the pipeline."""
+    assert not query.sort
+    conds = [match_filter(query.types, query.filters, resolved)]
+    if after is not None:
+        conds.append(keyset_cond(query, after, backwards))
+    return all_of(conds), list(sort_spec(query, backwards).items())
 
 
 def page_pipeline(

@@ -15,7 +15,8 @@ from fhir_server.storage.timestamps import instant_to_us
 Document = dict[str, Any]
 
 
-def history_pipeline(request: HistoryRequest, *, count_only: bool) -> list[Document]:
+def history_filter(request: HistoryRequest) -> Document:
+    """The versions a request covers before `_at` selection and the cursor (also its count without `_at`)."""
     match: Document = {}
     if request.resource_type is not None:
         match["type"] = request.resource_type
@@ -28,6 +29,21 @@ def history_pipeline(request: HistoryRequest, *, count_only: bool) -> list[Docum
         lu["$lte"] = instant_to_us(request.at)
     if lu:
         match["lu"] = lu
+    return match
+
+
+def history_find(request: HistoryRequest) -> tuple[Document, list[tuple[str, int]], int]:
+    """(filter, sort, limit) of a history page without `_at`: a plain find, newest first."""
+    assert request.at is None
+    match = history_filter(request)
+    if request.before_seq is not None:
+        match = {**match, "seq": {"$lt": request.before_seq}}
+    return match, [("seq", -1)], request.count
+
+
+def history_pipeline(request: HistoryRequest, *, count_only: bool) -> list[Document]:
+    """The aggregation of a history page (or its count) with `_at`."""
+    match = history_filter(request)
     stages: list[Document] = [{"$match": match}] if match else []
     if request.at is not None:
         stages += [

@@ -51,7 +51,7 @@ from fhir_server.search.ast import SearchQuery
 from fhir_server.storage.mongo import compile as mongo_compile
 from fhir_server.storage.mongo.documents import Document, resource_document, resource_key, to_stored
 from fhir_server.storage.mongo.documents import version_document as make_version_document
-from fhir_server.storage.mongo.history import history_pipeline
+from fhir_server.storage.mongo.history import history_filter, history_find, history_pipeline
 from fhir_server.storage.protocol import HistoryRequest, NewVersion, SearchPage, StoredVersion
 
 LOGGER = logging.getLogger(__name__)
@@ -219,13 +219,34 @@ class MongoStore:
             docs: list[Document] = await cursor.to_list(None)
         return docs
 
+    async def _find(
+        self,
+        collection: str,
+        filter_doc: Document,
+        sort: list[tuple[str, int]],
+        limit: int,
+        session: Any,
+        projection: Document | None = None,
+    ) -> list[Document]:
+        with _driver_errors("query"):
+            cursor = self._db[collection].find(filter_doc, projection, session=session)
+            docs: list[Document] = await cursor.sort(sort).limit(limit).to_list(None)
+        return docs
+
     async def history(self, request: HistoryRequest) -> list[StoredVersion]:
         if request.count <= 0:
             return []
-        docs = await self._aggregate("versions", history_pipeline(request, count_only=False), None)
+        if request.at is None:
+            filter_doc, sort, limit = history_find(request)
+            docs = await self._find("versions", filter_doc, sort, limit, None)
+        else:
+            docs = await self._aggregate("versions", history_pipeline(request, count_only=False), None)
         return [to_stored(d) for d in docs]
 
     async def history_count(self, request: HistoryRequest) -> int:
+        if request.at is None:
+            with _driver_errors("count"):
+                return int(await self._db["versions"].count_documents(history_filter(request)))
         docs = await self._aggregate("versions", history_pipeline(request, count_only=True), None)
         return int(docs[0]["n"]) if docs else 0
 
@@ -237,7 +258,8 @@ class MongoStore:
         for f in mongo_compile.unresolved(query.filters, resolved):
             filter_doc, projection = mongo_compile.subquery(f, resolved)
             with _driver_errors("query"):
-                docs = await self._db["resources"].find(filter_doc, projection, session=session).to_list(None)
+                cursor = self._db["resources"].find(filter_doc, projection, session=session)
+                docs = await cursor.to_list(None)
             resolved[f] = mongo_compile.resolved_keys(f, docs)
         return resolved
 
@@ -255,10 +277,7 @@ class MongoStore:
         if query.cursor:
             direction, after = mongo_compile.decode_cursor(query.cursor, query)
             backwards = direction == "p"
-        pipeline = mongo_compile.page_pipeline(
-            query, resolved, after=after, backwards=backwards, limit=query.count + 1
-        )
-        docs = await self._aggregate("resources", pipeline, session)
+        docs = await self._page(query, resolved, after, backwards, query.count + 1, session)
         more = len(docs) > query.count
         docs = docs[: query.count]
         if backwards:
@@ -280,8 +299,26 @@ class MongoStore:
         if limit <= 0:
             return []
         resolved = await self._resolve(query, session)
-        pipeline = mongo_compile.page_pipeline(query, resolved, after=None, backwards=False, limit=limit)
-        return [(d["type"], d["id"]) for d in await self._aggregate("resources", pipeline, session)]
+        docs = await self._page(query, resolved, None, False, limit, session)
+        return [(d["type"], d["id"]) for d in docs]
+
+    async def _page(
+        self,
+        query: SearchQuery,
+        resolved: mongo_compile.Resolved,
+        after: list[Any] | None,
+        backwards: bool,
+        limit: int,
+        session: Any,
+    ) -> list[Document]:
+        """Up to `limit` documents after the cursor keys, in page order (reversed when backwards)."""
+        if query.sort:
+            pipeline = mongo_compile.page_pipeline(
+                query, resolved, after=after, backwards=backwards, limit=limit
+            )
+            return await self._aggregate("resources", pipeline, session)
+        filter_doc, sort = mongo_compile.page_find(query, resolved, after=after, backwards=backwards)
+        return await self._find("resources", filter_doc, sort, limit, session, {"idx": 0})
 
     # ---- writes ----
 
