@@ -119,8 +119,15 @@ def wants(ack_type: str, ok: bool) -> bool:
     return kind == "AL" or (kind == "ER" and not ok) or (kind == "SU" and ok)
 
 
+_STAMP: list[object] = [None, ""]
+
+
 def _timestamp(now: dt.datetime) -> str:
-    return now.strftime("%Y%m%d%H%M%S") + now.strftime("%z")
+    """DTM of `now` to the second with zone; formatted once per second (strftime with %z is slow)."""
+    key = (now.replace(microsecond=0), now.utcoffset())
+    if _STAMP[0] != key:
+        _STAMP[0], _STAMP[1] = key, now.strftime("%Y%m%d%H%M%S%z")
+    return str(_STAMP[1])
 
 
 def build(

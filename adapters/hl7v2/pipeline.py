@@ -219,8 +219,9 @@ class Pipeline:
         return outcomes
 
     def _translate(self, entry: Entry, oversize: int) -> _Work:
-        work = _Work(entry.id, entry.raw, acks.Header.from_raw(entry.raw))
+        work = _Work(entry.id, entry.raw, acks.Header())
         if oversize:
+            work.header = acks.Header.from_raw(entry.raw)
             limit = self.settings.mllp_max_message_bytes
             return self._fail(
                 work,
@@ -239,6 +240,7 @@ class Pipeline:
             ctx = Context(entry_received_at(entry), self.tz, self.settings.hl7_member_levels)
             work.translation = translator(msg, ctx)
         except ParseError as exc:
+            work.header = acks.Header.from_raw(entry.raw)
             return self._fail(
                 work,
                 "AR" if exc.code in _REJECT_CODES else "AE",
