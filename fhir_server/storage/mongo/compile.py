@@ -190,9 +190,10 @@ def value_cond(c: Criterion, v: Value) -> tuple[str, Document]:
     if isinstance(v, ReferenceValue):
         if v.url:
             return "reference", {"u": v.url}
+        # by id: local references only (an absolute URL with the same tail is another server's)
         if v.type is None:
-            return "reference", {"i": v.id}
-        return "reference", {"i": v.id, "t": v.type}
+            return "reference", {"i": v.id, "u": ""}
+        return "reference", {"i": v.id, "t": v.type, "u": ""}
     if isinstance(v, UriValue):
         if c.modifier == "below":
             return "uri", {"v": _prefix(v.value)}
@@ -253,7 +254,7 @@ def filter_cond(f: Filter, resolved: Resolved) -> Document:
         if not groups or not f.ref.pids:
             return NOTHING
         targets = any_of([{"t": t, "i": _one_or_in(ids)} for t, ids in groups])
-        element = all_of([{"p": _one_or_in(list(f.ref.pids))}, targets])
+        element = all_of([{"p": _one_or_in(list(f.ref.pids)), "u": ""}, targets])
         return {"idx.reference": {"$elemMatch": element}}
     groups = _keys_by_type(keys, sorted({t for t, _ in keys}))
     if not groups:
@@ -293,7 +294,7 @@ def resolved_keys(f: Chain | Has, docs: Iterable[Document]) -> Keys:
     out: set[tuple[str, str]] = set()
     for d in docs:
         for element in (d.get("idx") or {}).get("reference", []):
-            if element["p"] in pids and element["t"]:
+            if element["p"] in pids and element["t"] and not element["u"]:
                 out.add((element["t"], element["i"]))
     return frozenset(out)
 

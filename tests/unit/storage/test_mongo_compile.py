@@ -85,7 +85,7 @@ def test_reference_by_id_type_and_url_with_several_pids() -> None:
     )
     assert got == {
         "$or": [
-            {"idx.reference": {"$elemMatch": {"p": {"$in": [13, 23]}, "i": "p1", "t": "Patient"}}},
+            {"idx.reference": {"$elemMatch": {"p": {"$in": [13, 23]}, "i": "p1", "t": "Patient", "u": ""}}},
             {"idx.reference": {"$elemMatch": {"p": {"$in": [13, 23]}, "u": "http://x/y"}}},
         ]
     }
@@ -188,7 +188,9 @@ def test_chain_and_has_use_resolved_keys() -> None:
     keys = mc.resolved_keys(chain, [{"type": "Patient", "id": "p2"}, {"type": "Patient", "id": "p1"}])
     resolved = {chain: keys, has: frozenset({("Patient", "p9")})}
     assert mc.filter_cond(chain, resolved) == {
-        "idx.reference": {"$elemMatch": {"p": {"$in": [13, 23]}, "t": "Patient", "i": {"$in": ["p1", "p2"]}}}
+        "idx.reference": {
+            "$elemMatch": {"p": {"$in": [13, 23]}, "u": "", "t": "Patient", "i": {"$in": ["p1", "p2"]}}
+        }
     }
     assert mc.filter_cond(has, resolved) == {"type": "Patient", "id": "p9"}
     assert mc.filter_cond(chain, {chain: frozenset()}) == mc.NOTHING
@@ -197,7 +199,7 @@ def test_chain_and_has_use_resolved_keys() -> None:
             "idx": {
                 "reference": [
                     {"p": 13, "t": "Patient", "i": "p3", "u": ""},
-                    {"p": 99, "t": "X", "i": "y", "u": ""},
+                    {"p": 13, "t": "Patient", "i": "p4", "u": "http://other/Patient/p4"},
                 ]
             }
         }
