@@ -151,9 +151,10 @@ class Yilian(Target):
 
     def start(self, work: Path) -> None:
         self.port, self.http = free_port(), free_port()
+        db = str(work / "yilian" / "hub.db")
         cmd = [
-            sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(self.http), "--dicom-port",
-            str(self.port), "--mllp-port", "0", "--db", str(work / "yilian" / "hub.db"), "--log-level", "WARNING",
+            sys.executable, "-m", "fhir_server.cli", "serve", "--port", str(self.http),
+            "--dicom-port", str(self.port), "--mllp-port", "0", "--db", db, "--log-level", "WARNING",
         ]  # fmt: skip
         (work / "yilian").mkdir()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

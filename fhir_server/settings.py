@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     dicom_duplicate_policy: str = "keep"  # keep | replace
     dicom_stable_seconds: float = 2.0
     dicom_workers: int = 2  # storage-only associations go to this many worker processes; 0 = in-process
+    dicom_fsync: bool = True  # fsync each instance before success; False only to measure its cost
 
     def resolved_journal_path(self) -> Path:
         return self.hl7_journal or self.db.with_name(self.db.name + ".hl7-journal.db")

@@ -53,6 +53,7 @@ async def start_dicom(settings: Settings, sink: Sink, port: int | None = None) -
     loop = asyncio.get_running_loop()
     store = open_instance_store(settings)
     store.clean_tmp()
+    await asyncio.to_thread(store.reindex_orphans)
     publisher = StudyPublisher(store, sink, settings)
 
     async def pending() -> list[str]:
@@ -72,6 +73,7 @@ async def start_dicom(settings: Settings, sink: Sink, port: int | None = None) -
             settings.dicom_known_aes,
             settings.dicom_refuse_unknown_callers,
             MAX_PDU,
+            settings.dicom_fsync,
         )
         pool = WorkerPool(config, settings.dicom_workers, handlers.on_worker_released)
     bind_port = settings.dicom_port if port is None else port

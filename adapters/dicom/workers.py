@@ -109,9 +109,15 @@ class WorkerPool:
 
 
 def worker_config(
-    storage: Path, duplicate_policy: str, known_aes: dict[str, str], refuse_unknown: bool, max_pdu: int
+    storage: Path,
+    duplicate_policy: str,
+    known_aes: dict[str, str],
+    refuse_unknown: bool,
+    max_pdu: int,
+    fsync: bool = True,
 ) -> dict[str, object]:
     return {
+        "fsync": fsync,
         "storage": str(storage),
         "duplicate_policy": duplicate_policy,
         "known_aes": known_aes,
@@ -121,7 +127,9 @@ def worker_config(
 
 
 def _worker_main(control_fd: int, config: dict[str, object]) -> None:
-    store = InstanceStore(Path(str(config["storage"])), str(config["duplicate_policy"]))
+    store = InstanceStore(
+        Path(str(config["storage"])), str(config["duplicate_policy"]), bool(config["fsync"])
+    )
     known = dict(config["known_aes"])  # type: ignore[call-overload]
     policy = Policy(known, bool(config["refuse_unknown"]), int(config["max_pdu"]))  # type: ignore[call-overload]
     control = socket.socket(fileno=control_fd)
