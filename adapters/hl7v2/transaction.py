@@ -168,11 +168,7 @@ class TransactionBuilder:
         msg = self.message
         control = msg.control_id
         org_url = self.organization(self.facility)
-        targets = [
-            {"reference": e["fullUrl"]}
-            for e in self.entries
-            if e["resource"]["resourceType"] not in ("Organization", "Practitioner")
-        ] or [{"reference": org_url}]
+        targets = [{"reference": e["fullUrl"]} for e in self.entries]
         event = msg.trigger
         provenance: JsonObject = {
             "resourceType": "Provenance",

@@ -249,3 +249,19 @@ async def test_batch_file_in_one_frame_gets_one_batch_ack(mllp: MllpService, fhi
     assert lines[0].startswith(b"BHS|") and b"BTS|2" in lines
     assert [line for line in lines if line.startswith(b"MSA")] == [b"MSA|AA|BAT0001", b"MSA|AA|BAT0002"]
     assert len(await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0100")) == 1
+
+
+async def test_connection_limit_refuses_extra_peers(hl7_settings: Any, hl7_hub: Any) -> None:
+    from adapters.hl7v2.listener import start_mllp
+
+    settings = hl7_settings.model_copy(update={"mllp_max_connections": 1})
+    service = await start_mllp(settings, hl7_hub.sink, port=0)
+    try:
+        async with MllpClient("127.0.0.1", service.port, timeout=10) as first:
+            r, w = await asyncio.open_connection("127.0.0.1", service.port)
+            assert await asyncio.wait_for(r.read(), 10) == b""  # refused: closed at once
+            w.close()
+            [ack] = await first.send(sample("adt_a04_utf8"))  # the admitted peer is served
+            assert msa(ack)[1] == "AA"
+    finally:
+        await service.close()
