@@ -20,7 +20,9 @@ JsonObject = dict[str, Any]
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
+_ADDRESS_ONLY = frozenset(_ADDRESS_PARTS) - {"text"}
 INF = float("inf")
+_CC_ONLY_TEXT = {"text", "id", "extension"}  # an untyped {"text": ...}: a CodeableConcept without codings
 
 
 def extract(resource: JsonObject, registry: SearchRegistry) -> IndexEntries:
@@ -102,7 +104,7 @@ def token_values(node: Node) -> list[tuple[str, str, str]]:
         return [("", "true" if value else "false", "")]
     if type(value) is not dict:
         return []
-    if ftype == "CodeableConcept" or "coding" in value:
+    if ftype == "CodeableConcept" or "coding" in value or (ftype is None and value.keys() <= _CC_ONLY_TEXT):
         text = value.get("text")
         norm = normalize_string(text) if isinstance(text, str) else ""
         out = []
@@ -118,7 +120,7 @@ def token_values(node: Node) -> list[tuple[str, str, str]]:
         v = value.get("value")
         if not isinstance(v, str):
             return []
-        ttext = (value.get("type") or {}).get("text") if ftype == "Identifier" else None
+        ttext = (value.get("type") or {}).get("text") if type(value.get("type")) is dict else None
         return [(value.get("system", "") or "", v, normalize_string(ttext) if isinstance(ttext, str) else "")]
     if "code" in value or "system" in value:
         display = value.get("display")
@@ -139,7 +141,8 @@ def string_values(node: Node) -> list[str]:
         return [value]
     if type(value) is not dict:
         return []
-    parts = _ADDRESS_PARTS if node[1] == "Address" or "city" in value or "line" in value else _NAME_PARTS
+    is_address = node[1] == "Address" or (node[1] is None and not value.keys().isdisjoint(_ADDRESS_ONLY))
+    parts = _ADDRESS_PARTS if is_address else _NAME_PARTS
     out: list[str] = []
     for key in parts:
         v = value.get(key)

@@ -114,7 +114,7 @@ def token_match(v: TokenValue, system: str, code: str, text: str) -> bool:
 def reference_match(v: ReferenceValue, rtype: str, rid: str, url: str) -> bool:
     if v.url:
         return url == v.url
-    if rid != v.id:
+    if rid != v.id or url:
         return False
     return v.type is None or rtype == v.type
 
@@ -204,7 +204,7 @@ def filter_match(f: Filter, cand: Candidate, resolve: Resolver, of_type: OfType)
     if isinstance(f, Chain):
         pids = set(f.ref.pids)
         for row in cand.entries.references:
-            if row[0] in pids and row[1] in f.target_types:
+            if row[0] in pids and row[1] in f.target_types and not row[3]:
                 target = resolve(row[1], row[2])
                 if target is not None and filter_match(f.inner, target, resolve, of_type):
                     return True
@@ -213,7 +213,8 @@ def filter_match(f: Filter, cand: Candidate, resolve: Resolver, of_type: OfType)
     pids = set(f.ref.pids)
     for source in of_type(f.source_type):
         points_here = any(
-            r[0] in pids and r[1] == cand.type and r[2] == cand.id for r in source.entries.references
+            r[0] in pids and r[1] == cand.type and r[2] == cand.id and not r[3]
+            for r in source.entries.references
         )
         if points_here and filter_match(f.inner, source, resolve, of_type):
             return True

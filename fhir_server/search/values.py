@@ -48,6 +48,6 @@ def number_range(text: str) -> tuple[float, float, float] | None:
 
 def parse_number(value: object) -> float | None:
     """A JSON number (bool excluded) as float."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return None
     return float(value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tarfile
 from collections.abc import Iterable
 from functools import cache
@@ -219,7 +220,7 @@ def derived_queries(
         q = out.append
         q((rtype, [("_id", resource["id"])]))
         for pid, system, code, text in e.tokens[:6]:
-            if pid not in codes:
+            if pid not in codes or not code or "," in code or "|" in code or "\\" in code:
                 continue
             name = codes[pid][1]
             q((rtype, [(name, code)]))
@@ -229,13 +230,13 @@ def derived_queries(
             if text:
                 q((rtype, [(name + ":text", text.split()[0][:4])]))
         for pid, norm, raw in e.strings[:4]:
-            if pid in codes:
+            if pid in codes and len(norm) > 2 and not any(c in raw for c in ",|$\\"):
                 name = codes[pid][1]
                 q((rtype, [(name, norm[:2])]))
                 q((rtype, [(name + ":exact", raw)]))
                 q((rtype, [(name + ":contains", norm[1:3])]))
-        for pid, ttype, tid, url in e.references[:4]:
-            if pid in codes and ttype:
+        for pid, ttype, tid, _url in e.references[:4]:
+            if pid in codes and ttype and tid:
                 name = codes[pid][1]
                 q((rtype, [(name, f"{ttype}/{tid}")]))
                 q((rtype, [(name, tid)]))
@@ -258,25 +259,36 @@ def derived_queries(
                     q((rtype, [(name, f"{prefix}{low:g}")]))
                 q((rtype, [(name, f"{low:g}|{system}|{code}")]))
         for pid, uri in e.uris[:2]:
-            if pid in codes:
+            if pid in codes and uri and not any(c in uri for c in ",|$\\"):
                 q((rtype, [(codes[pid][1], uri)]))
                 q((rtype, [(codes[pid][1] + ":below", uri[: max(1, len(uri) // 2)])]))
         for pid, _system, code, key, low, _high in e.composites[:2]:
-            if pid in codes:
+            if pid in codes and code and "|" not in code:
                 name = codes[pid][1]
-                second = key.split("|")[-1] if key else f"{low:g}"
+                param = registry.get(rtype, name)
+                second_def = registry.by_url.get(param.components[1].definition) if param else None
+                numeric = second_def is not None and second_def.type in ("quantity", "number", "date")
+                if second_def is not None and second_def.type == "date":
+                    continue
+                second = f"{low:g}" if numeric else key.split("|")[-1]
                 q((rtype, [(name, f"{code}${second}")]))
     return out
 
 
-def _oracle_extractor(expression: str) -> Any:
-    """fhirpathpy lacks resolve(): `where(resolve() is T)` becomes a test on the reference text."""
-    import re
+def oracle_expression(expression: str, rtype: str) -> str:
+    """Rewrites so fhirpathpy evaluates what R4 means: it lacks resolve() (becomes a test on the reference
+    text), its `as` insists on a singleton (R4 uses it on collections; R5 fixed this with ofType), and it
+    does not match `Resource.` against a concrete type."""
+    expr = re.sub(r"where\(resolve\(\) is (\w+)\)", r"where(reference.startsWith('\1/'))", expression)
+    expr = re.sub(r"\(([A-Za-z.]+(?:\.where\([^)]*\))?) as (\w+)\)", r"\1.ofType(\2)", expr)
+    return re.sub(r"\b(Resource|DomainResource)\.", rtype + ".", expr)
 
+
+def _oracle_extractor(expression: str) -> Any:
     import fhirpathpy
     from fhirpathpy.models import models
 
-    expr = re.sub(r"where\(resolve\(\) is (\w+)\)", r"where(reference.startsWith('\1/'))", expression)
+    expr = expression
     fn = fhirpathpy.compile(expr, models["r4"])
 
     def run(resource: dict[str, Any]) -> list[Any]:
@@ -298,8 +310,13 @@ class Oracle:
         if rtype not in self._extractors:
             out = []
             for cp in self.registry.compiled(rtype):
+                if cp.param.type == "composite":
+                    # fhirpathpy cannot type a component node (value[x] of an untyped dict): composites
+                    # are extracted by our paths and checked here for SQL vs. matcher only
+                    out.append(cp)
+                    continue
                 try:
-                    fn = _oracle_extractor(cp.param.expression or "")
+                    fn = _oracle_extractor(oracle_expression(cp.param.expression or "", rtype))
                 except Exception:  # noqa: BLE001 - expression fhirpathpy cannot parse: keep ours
                     fn = cp.extract
                 out.append(CompiledParam(cp.param, cp.pid, fn, cp.components))

@@ -146,9 +146,9 @@ def _value_sql(c: Criterion, v: Value, x: str, params: list[Any]) -> str:
             return f"{x}.url = ?"
         params.append(v.id)
         if v.type is None:
-            return f"{x}.target_id = ?"
+            return f"{x}.target_id = ? AND {x}.url = ''"
         params.append(v.type)
-        return f"{x}.target_id = ? AND {x}.target_type = ?"
+        return f"{x}.target_id = ? AND {x}.target_type = ? AND {x}.url = ''"
     if isinstance(v, UriValue):
         if c.modifier == "below":
             params.extend([v.value, v.value + STRING_MAX])
@@ -259,7 +259,7 @@ def rid_subquery(f: Filter, b: _Builder, params: list[Any]) -> str:
         return (
             f"SELECT {x}.rid FROM resource {t} CROSS JOIN idx_reference {x} "
             f"WHERE {types} AND {t}.deleted = 0 AND {inner} AND {pids} "
-            f"AND {x}.target_id = {t}.id AND {x}.target_type = {t}.type"
+            f"AND {x}.target_id = {t}.id AND {x}.target_type = {t}.type AND {x}.url = ''"
         )
     s, x, t = b.alias("s"), b.alias("x"), b.alias("t")
     inner = filter_sql(f.inner, s, "in", b, params)
@@ -268,7 +268,7 @@ def rid_subquery(f: Filter, b: _Builder, params: list[Any]) -> str:
     return (
         f"SELECT {t}.rid FROM resource {s} CROSS JOIN idx_reference {x} CROSS JOIN resource {t} "
         f"WHERE {inner} AND {x}.rid = {s}.rid AND {pids} AND {s}.type = ? AND {s}.deleted = 0 "
-        f"AND {t}.type = {x}.target_type AND {t}.id = {x}.target_id"
+        f"AND {x}.url = '' AND {t}.type = {x}.target_type AND {t}.id = {x}.target_id"
     )
 
 
@@ -280,13 +280,13 @@ def filter_sql(f: Filter, outer: str, mode: str, b: _Builder, params: list[Any])
         return _criterion_sql(f, outer, b, params)
     if isinstance(f, Chain):
         x, t = b.alias("x"), b.alias("t")
-        types = _in(f"{t}.type", list(f.target_types), params)
         pids = _in(f"{x}.param", list(f.ref.pids), params)
+        types = _in(f"{t}.type", list(f.target_types), params)
         inner = filter_sql(f.inner, t, "exists", b, params)
         return (
             f"EXISTS (SELECT 1 FROM idx_reference {x} CROSS JOIN resource {t} "
             f"WHERE {x}.rid = {outer}.rid AND {pids} AND {t}.type = {x}.target_type "
-            f"AND {t}.id = {x}.target_id AND {types} AND {t}.deleted = 0 AND {inner})"
+            f"AND {t}.id = {x}.target_id AND {x}.url = '' AND {types} AND {t}.deleted = 0 AND {inner})"
         )
     s, x = b.alias("s"), b.alias("x")
     pids = _in(f"{x}.param", list(f.ref.pids), params)
@@ -294,7 +294,7 @@ def filter_sql(f: Filter, outer: str, mode: str, b: _Builder, params: list[Any])
     inner = filter_sql(f.inner, s, "exists", b, params)
     return (
         f"EXISTS (SELECT 1 FROM idx_reference {x} CROSS JOIN resource {s} "
-        f"WHERE {pids} AND {x}.target_id = {outer}.id AND {x}.target_type = {outer}.type "
+        f"WHERE {pids} AND {x}.target_id = {outer}.id AND {x}.target_type = {outer}.type AND {x}.url = '' "
         f"AND {s}.rid = {x}.rid AND {s}.type = ? AND {s}.deleted = 0 AND {inner})"
     )
 
