@@ -59,7 +59,8 @@ def embed_index(entries: IndexEntries) -> Document:
 
 
 def unembed_index(resource_type: str, idx: Document | None) -> IndexEntries:
-    """The inverse of `embed_index` (tests, and evaluating documents with search/match.py)."""
+    """The inverse of `embed_index`: proves the layout loses nothing (a document can be handed back
+    to search/match.py as `IndexEntries`)."""
     entries = IndexEntries(resource_type)
     for attr, (name, fields) in LAYOUT.items():
         rows = getattr(entries, attr)
