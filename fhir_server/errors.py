@@ -22,7 +22,7 @@ ACK with ERR, DICOM a DIMSE status. Tree:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -45,19 +45,24 @@ class Issue:
         return out
 
 
-@dataclass
 class FhirError(Exception):
-    """Base of every FHIR-level failure; subclasses fix status and issue code."""
+    """Base of every FHIR-level failure; each subclass fixes its HTTP status and issue code.
 
-    message: str
-    issues: list[Issue] = field(default_factory=list)
+    `expression` names the element (FHIRPath) the single default issue is about; pass `issues` when
+    there are several findings (validation).
+    """
+
     status: int = 500
     code: str = "exception"
 
-    def __post_init__(self) -> None:
-        super().__init__(self.message)
-        if not self.issues:
-            self.issues = [Issue("error", self.code, self.message)]
+    def __init__(
+        self, message: str, issues: list[Issue] | None = None, expression: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.issues: list[Issue] = list(issues or []) or [
+            Issue("error", self.code, message, (expression,) if expression else ())
+        ]
 
     def __str__(self) -> str:
         return self.message
@@ -66,12 +71,7 @@ class FhirError(Exception):
 class BadRequest(FhirError):
     """The request itself is malformed (syntax, wrong type for URL, id mismatch)."""
 
-    def __init__(
-        self, message: str, issues: list[Issue] | None = None, expression: str | None = None
-    ) -> None:
-        if issues is None and expression:
-            issues = [Issue("error", "invalid", message, (expression,))]
-        super().__init__(message, list(issues or []), 400, "invalid")
+    status, code = 400, "invalid"
 
 
 class InvalidSearch(BadRequest):
@@ -79,64 +79,57 @@ class InvalidSearch(BadRequest):
 
 
 class Unprocessable(FhirError):
-    """The resource parsed but breaks the rules of FHIR or a profile (422)."""
+    """The resource parsed but breaks the rules of FHIR or a profile."""
 
-    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
-        super().__init__(message, list(issues or []), 422, "processing")
+    status, code = 422, "processing"
 
 
 class NotFound(FhirError):
-    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
-        super().__init__(message, list(issues or []), 404, "not-found")
+    status, code = 404, "not-found"
 
 
 class UnknownResourceType(NotFound):
+    code = "not-supported"
+
     def __init__(self, resource_type: str) -> None:
-        FhirError.__init__(self, f"Unknown resource type '{resource_type}'", [], 404, "not-supported")
+        super().__init__(f"Unknown resource type '{resource_type}'")
 
 
 class Gone(FhirError):
-    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
-        super().__init__(message, list(issues or []), 410, "deleted")
+    status, code = 410, "deleted"
 
 
 class Conflict(FhirError):
-    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
-        super().__init__(message, list(issues or []), 409, "conflict")
+    status, code = 409, "conflict"
 
 
 class PreconditionFailed(FhirError):
-    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
-        super().__init__(message, list(issues or []), 412, "conflict")
+    """Stale If-Match, or conditional criteria matching more than one resource."""
+
+    status, code = 412, "conflict"
 
 
 class PayloadTooLarge(FhirError):
-    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
-        super().__init__(message, list(issues or []), 413, "too-costly")
+    status, code = 413, "too-costly"
 
 
 class UnsupportedMediaType(FhirError):
-    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
-        super().__init__(message, list(issues or []), 415, "not-supported")
+    status, code = 415, "not-supported"
 
 
 class NotAcceptable(FhirError):
-    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
-        super().__init__(message, list(issues or []), 406, "not-supported")
+    status, code = 406, "not-supported"
 
 
 class MethodNotAllowed(FhirError):
-    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
-        super().__init__(message, list(issues or []), 405, "not-supported")
+    status, code = 405, "not-supported"
 
 
 class NotImplementedOperation(FhirError):
-    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
-        super().__init__(message, list(issues or []), 501, "not-supported")
+    status, code = 501, "not-supported"
 
 
 class StorageError(FhirError):
     """The backend failed; the foreign exception is chained with `raise ... from`."""
 
-    def __init__(self, message: str, issues: list[Issue] | None = None) -> None:
-        super().__init__(message, list(issues or []), 500, "exception")
+    status, code = 500, "exception"
