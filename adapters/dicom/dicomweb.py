@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from adapters.base import Sink
 from adapters.dicom import multipart
+from adapters.dicom.catalog import Catalog
 from adapters.dicom.ingest import receive
 from adapters.dicom.instances import InstanceStore, InstanceWriteError, StoredInstance
 from adapters.dicom.matching import vr_of
@@ -31,7 +32,6 @@ from adapters.dicom.query import (
     PATIENT_KEYS,
     SERIES_KEYS,
     STUDY_KEYS,
-    find,
     matching_instances,
 )
 from adapters.dicom.summary import InvalidInstance
@@ -68,6 +68,7 @@ class DicomWeb:
         self._settings = settings
         self._store = store
         self._publisher = StudyPublisher(store, sink, settings)
+        self._catalog = Catalog(sink, store)
 
     # --- QIDO-RS ----------------------------------------------------------------------------------
 
@@ -78,12 +79,10 @@ class DicomWeb:
         for key, name in (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID")):
             if key in params:
                 criteria[name] = params[key]
-        narrowed = {
-            "study_uids": [params["study"]] if "study" in params else None,
-            "series_uids": [params["series"]] if "series" in params else None,
-        }
-        instances = await asyncio.to_thread(self._store.select, **narrowed)
-        records = find(level, criteria, instances)[offset:]
+        try:
+            records = (await self._catalog.find(level, criteria))[offset:]
+        except FhirError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
         if limit is not None:
             records = records[:limit]
         body = [_json_record(r, requested) for r in records]

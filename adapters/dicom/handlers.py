@@ -23,6 +23,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from adapters.base import Sink
 from adapters.dicom import vocabulary as v
+from adapters.dicom.catalog import Catalog
 from adapters.dicom.ingest import dimse_status, receive
 from adapters.dicom.instances import InstanceStore, InstanceWriteError, StoredInstance
 from adapters.dicom.matching import matches
@@ -31,16 +32,12 @@ from adapters.dicom.publish import StudyBuffer
 from adapters.dicom.query import (
     InvalidQuery,
     criteria_of,
-    find,
-    is_imaging_request,
     matching_instances,
     response_identifier,
     uid_filters,
-    worklist_criteria,
-    worklist_record,
-    worklist_response,
 )
 from adapters.dicom.summary import InvalidInstance
+from adapters.dicom.worklist import is_imaging_request, worklist_criteria, worklist_record, worklist_response
 from fhir_server.errors import FhirError
 from fhir_server.settings import Settings
 
@@ -67,6 +64,7 @@ class DicomHandlers:
         self._loop = loop
         self._lock = threading.Lock()
         self._studies: dict[int, set[str]] = {}  # id(association) -> studies it touched
+        self._catalog = Catalog(sink, store)
 
     def bindings(self) -> list[tuple[Any, Any]]:
         return [
@@ -122,7 +120,13 @@ class DicomHandlers:
             yield v.IDENTIFIER_DOES_NOT_MATCH, None
             return
         requested = [e.keyword for e in identifier if e.keyword]
-        records = find(level, criteria, self._store.select(**uid_filters(criteria)))
+        future = asyncio.run_coroutine_threadsafe(self._catalog.find(level, criteria), self._loop)
+        try:
+            records = future.result(timeout=30)
+        except (FhirError, TimeoutError) as exc:
+            log.error("C-FIND failed: %s", exc)
+            yield v.UNABLE_TO_PROCESS, None
+            return
         for record in records:
             if event.is_cancelled:
                 yield v.CANCEL, None

@@ -7,7 +7,6 @@ data each ImagingStudy is translated from), so a study that can be found can als
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -130,7 +129,7 @@ def criteria_of(identifier: Dataset) -> tuple[str, dict[str, str]]:
     for elem in identifier:
         if not elem.keyword or elem.keyword in _NOT_CRITERIA or elem.VR == "SQ":
             continue
-        criteria[elem.keyword] = _as_text(elem.value)
+        criteria[elem.keyword] = as_text(elem.value)
     return level, criteria
 
 
@@ -170,12 +169,12 @@ def response_identifier(level: str, requested: Iterable[str], record: Mapping[st
         if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
             continue
         value = record.get(keyword, "")
-        _set(ds, keyword, value)
+        set_value(ds, keyword, value)
     ds.RetrieveAETitle = aet
     return ds
 
 
-def _set(ds: Dataset, keyword: str, value: str) -> None:
+def set_value(ds: Dataset, keyword: str, value: str) -> None:
     vr = vr_of(keyword)
     if vr in ("US", "UL", "SS", "SL"):
         setattr(ds, keyword, int(value) if value else None)
@@ -185,7 +184,7 @@ def _set(ds: Dataset, keyword: str, value: str) -> None:
         setattr(ds, keyword, value)
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
@@ -193,107 +192,7 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-# --- Modality Worklist -------------------------------------------------------------------------------
-
-MWL_SPS = "ScheduledProcedureStepSequence"
-MWL_TOP_KEYS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "RequestedProcedureID",
-    "RequestedProcedureDescription",
-    "StudyInstanceUID",
-    "ReferringPhysicianName",
-)
-MWL_SPS_KEYS = (
-    "Modality",
-    "ScheduledStationAETitle",
-    "ScheduledProcedureStepStartDate",
-    "ScheduledProcedureStepStartTime",
-    "ScheduledProcedureStepDescription",
-    "ScheduledProcedureStepID",
-    "ScheduledPerformingPhysicianName",
-)
-DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
-IMAGING_CATEGORY = "363679005"  # SNOMED CT: Imaging
-
-
-def is_imaging_request(sr: JsonObject) -> bool:
-    codings = [c for cc in [*sr.get("category", []), sr.get("code", {})] for c in cc.get("coding", [])]
-    return any(c.get("system") == DCM_SYSTEM or c.get("code") == IMAGING_CATEGORY for c in codings)
-
-
-def worklist_record(sr: JsonObject, patient: JsonObject | None, station_aet: str) -> Record:
-    """One scheduled imaging ServiceRequest (+ its Patient) as a flat worklist record (SPS keys prefixed)."""
-    patient = patient or {}
-    identifiers = sr.get("identifier", [])
-    accessions = [i.get("value", "") for i in identifiers if _has_code(i.get("type", {}), "ACSN")]
-    accession = (accessions or [i.get("value", "") for i in identifiers] or [""])[0]
-    uids = [i.get("value", "") for i in identifiers if i.get("system") == DICOM_UID_SYSTEM and i.get("value")]
-    study_uid = (
-        uids[0].removeprefix("urn:oid:")
-        if uids
-        else f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, 'ServiceRequest/' + str(sr.get('id'))).int}"
-    )
-    code = sr.get("code", {})
-    description = code.get("text") or next((c.get("display", "") for c in code.get("coding", [])), "")
-    concepts = [code, *sr.get("category", [])]
-    codings = [c for cc in concepts for c in cc.get("coding", [])]
-    modalities = [c.get("code", "") for c in codings if c.get("system") == DCM_SYSTEM]
-    modality = (modalities or [""])[0]
-    when = sr.get("occurrenceDateTime") or sr.get("occurrencePeriod", {}).get("start") or ""
-    date, time = _dicom_da_tm(when)
-    pid = (patient.get("identifier") or [{}])[0].get("value", "")
-    return {
-        "PatientName": _patient_pn(patient),
-        "PatientID": pid,
-        "PatientBirthDate": str(patient.get("birthDate", "")).replace("-", ""),
-        "PatientSex": {"male": "M", "female": "F", "other": "O"}.get(str(patient.get("gender", "")), ""),
-        "AccessionNumber": accession[:16],
-        "RequestedProcedureID": str(sr.get("id", ""))[:16],
-        "RequestedProcedureDescription": description[:64],
-        "StudyInstanceUID": study_uid,
-        "ReferringPhysicianName": str(sr.get("requester", {}).get("display", "")),
-        f"{MWL_SPS}.Modality": modality,
-        f"{MWL_SPS}.ScheduledStationAETitle": station_aet,
-        f"{MWL_SPS}.ScheduledProcedureStepStartDate": date,
-        f"{MWL_SPS}.ScheduledProcedureStepStartTime": time,
-        f"{MWL_SPS}.ScheduledProcedureStepDescription": description[:64],
-        f"{MWL_SPS}.ScheduledProcedureStepID": str(sr.get("id", ""))[:16],
-        f"{MWL_SPS}.ScheduledPerformingPhysicianName": "",
-    }
-
-
-def worklist_criteria(identifier: Dataset) -> dict[str, str]:
-    criteria: dict[str, str] = {}
-    for elem in identifier:
-        if elem.keyword == MWL_SPS:
-            for item in elem.value or []:
-                for sub in item:
-                    criteria[f"{MWL_SPS}.{sub.keyword}"] = _as_text(sub.value)
-        elif elem.keyword and elem.VR != "SQ" and elem.keyword != "SpecificCharacterSet":
-            criteria[elem.keyword] = _as_text(elem.value)
-    return criteria
-
-
-def worklist_response(identifier: Dataset, record: Mapping[str, str]) -> Dataset:
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    for elem in identifier:
-        if elem.keyword == MWL_SPS:
-            item = Dataset()
-            requested = [s.keyword for i in (elem.value or []) for s in i] or list(MWL_SPS_KEYS)
-            for kw in requested:
-                _set(item, kw, record.get(f"{MWL_SPS}.{kw}", ""))
-            ds.ScheduledProcedureStepSequence = [item]
-        elif elem.keyword and elem.keyword != "SpecificCharacterSet" and elem.VR != "SQ":
-            _set(ds, elem.keyword, record.get(elem.keyword, ""))
-    return ds
-
-
-def _patient_pn(patient: JsonObject) -> str:
+def patient_pn(patient: JsonObject) -> str:
     groups = {"ABC": "", "IDE": "", "SYL": ""}
     for name in patient.get("name", []):
         reps = [e.get("valueCode") for e in name.get("extension", []) if e.get("valueCode") in groups]
@@ -303,13 +202,124 @@ def _patient_pn(patient: JsonObject) -> str:
     return "=".join((groups["ABC"], groups["IDE"], groups["SYL"])).rstrip("=")
 
 
-def _has_code(concept: JsonObject, code: str) -> bool:
-    return any(c.get("code") == code for c in concept.get("coding", []))
-
-
-def _dicom_da_tm(when: str) -> tuple[str, str]:
+def dicom_da_tm(when: str) -> tuple[str, str]:
     if not when:
         return "", ""
     day, _, rest = when.partition("T")
     clock = rest[:8].replace(":", "")
     return day.replace("-", ""), clock
+
+
+# --- PATIENT and STUDY levels from the FHIR store ------------------------------------------------------
+
+DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
+PAGE = "1000"
+
+
+def _literal(value: str) -> bool:
+    return bool(value) and not any(ch in value for ch in "*?\\")
+
+
+def _date_params(param: str, value: str) -> list[tuple[str, str]]:
+    def iso(d: str) -> str:
+        return f"{d[:4]}-{d[4:6]}-{d[6:8]}" if len(d) == 8 and d.isdigit() else ""
+
+    if "-" in value:
+        low, _, high = value.partition("-")
+        return [(param, f"ge{iso(low)}")] * bool(iso(low)) + [(param, f"le{iso(high)}")] * bool(iso(high))
+    return [(param, iso(value))] if iso(value) else []
+
+
+def study_search_params(criteria: Mapping[str, str]) -> list[tuple[str, str]]:
+    """FHIR ImagingStudy search narrowing a STUDY-level query; DICOM matching then runs on the result."""
+    params = [("_include", "ImagingStudy:subject"), ("_count", PAGE)]
+    uids = [u for u in criteria.get("StudyInstanceUID", "").split("\\") if u and "*" not in u]
+    if uids:
+        params.append(("identifier", ",".join(f"{DICOM_UID_SYSTEM}|urn:oid:{u}" for u in uids)))
+    if _literal(criteria.get("AccessionNumber", "")):
+        params.append(("identifier", criteria["AccessionNumber"]))
+    params += _date_params("started", criteria.get("StudyDate", ""))
+    modalities = [
+        m for m in criteria.get("ModalitiesInStudy", "").split("\\") if m and "*" not in m and "?" not in m
+    ]
+    if modalities:
+        params.append(("modality", ",".join(f"{DCM_SYSTEM}|{m}" for m in modalities)))
+    if _literal(criteria.get("PatientID", "")):
+        params.append(("subject:Patient.identifier", criteria["PatientID"]))
+    return params
+
+
+def patient_search_params(criteria: Mapping[str, str]) -> list[tuple[str, str]]:
+    """FHIR Patient search narrowing a PATIENT-level query."""
+    params = [("_count", PAGE)]
+    if _literal(criteria.get("PatientID", "")):
+        params.append(("identifier", criteria["PatientID"]))
+    params += _date_params("birthdate", criteria.get("PatientBirthDate", ""))
+    name = criteria.get("PatientName", "")
+    prefix = name[:-1] if name.endswith("*") else name
+    if prefix and not any(ch in prefix for ch in "*?^=\\"):
+        params.append(("name", prefix))  # FHIR name search is a case-insensitive prefix match too
+    return params
+
+
+def _resources(bundle: JsonObject, resource_type: str) -> list[JsonObject]:
+    resources = [e.get("resource", {}) for e in bundle.get("entry", [])]
+    return [r for r in resources if r.get("resourceType") == resource_type]
+
+
+def patient_record(patient: JsonObject) -> Record:
+    identifiers = patient.get("identifier", [])
+    return {
+        "PatientName": patient_pn(patient),
+        "PatientID": str(identifiers[0].get("value", "")) if identifiers else "",
+        "IssuerOfPatientID": "",
+        "PatientBirthDate": str(patient.get("birthDate", "")).replace("-", ""),
+        "PatientSex": {"male": "M", "female": "F", "other": "O"}.get(str(patient.get("gender", "")), ""),
+    }
+
+
+def patient_records(bundle: JsonObject) -> list[Record]:
+    return [patient_record(p) for p in _resources(bundle, "Patient")]
+
+
+def study_records(bundle: JsonObject) -> list[Record]:
+    """ImagingStudy (+ included Patient) resources → STUDY-level records."""
+    patients = {f"Patient/{p.get('id')}": p for p in _resources(bundle, "Patient")}
+    out = []
+    for study in _resources(bundle, "ImagingStudy"):
+        uid = next(
+            (
+                i["value"]
+                for i in study.get("identifier", [])
+                if i.get("system") == DICOM_UID_SYSTEM and i.get("value")
+            ),
+            "",
+        )
+        if not uid:
+            continue  # not a DICOM study: nothing C-MOVE could send
+        accession = next(
+            (
+                i.get("value", "")
+                for i in study.get("identifier", [])
+                if any(c.get("code") == "ACSN" for c in i.get("type", {}).get("coding", []))
+            ),
+            "",
+        )
+        date, time = dicom_da_tm(str(study.get("started", "")))
+        record = patient_record(patients.get(str(study.get("subject", {}).get("reference", "")), {}))
+        record.update(
+            {
+                "StudyInstanceUID": uid.removeprefix("urn:oid:"),
+                "StudyDate": date,
+                "StudyTime": time,
+                "AccessionNumber": accession,
+                "StudyID": "",
+                "StudyDescription": str(study.get("description", "")),
+                "ReferringPhysicianName": str(study.get("referrer", {}).get("display", "")),
+                "ModalitiesInStudy": "\\".join(m.get("code", "") for m in study.get("modality", [])),
+                "NumberOfStudyRelatedSeries": str(study.get("numberOfSeries", "")),
+                "NumberOfStudyRelatedInstances": str(study.get("numberOfInstances", "")),
+            }
+        )
+        out.append(record)
+    return out

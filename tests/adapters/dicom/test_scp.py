@@ -15,9 +15,7 @@ from pynetdicom.sop_class import (
     CTImageStorage,
     ModalityWorklistInformationFind,
     MRImageStorage,
-    PatientRootQueryRetrieveInformationModelFind,
     RTImageStorage,
-    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
@@ -149,51 +147,6 @@ def _find(port: int, model, query: Dataset) -> list[Dataset]:
     out = [ident for status, ident in assoc.send_c_find(query, model) if status and status.Status == 0xFF00]
     assoc.release()
     return out
-
-
-async def test_c_find_levels_wildcards_ranges_and_uid_lists(listener):
-    service, _ = listener
-    a, b = generate_uid(), generate_uid()
-    series_a = generate_uid()
-    sent = [
-        make_instance(a, series_a, name="Wang^Xiaoming=王^小明", patient_id="P1"),
-        make_instance(a, series_a, name="Wang^Xiaoming=王^小明", patient_id="P1", instance_number=2),
-        make_instance(b, generate_uid(), name="Li^Na=李^娜", patient_id="P2", modality="MR"),
-    ]
-    await asyncio.to_thread(_store_all, service.port, sent)
-
-    q = Dataset()
-    q.SpecificCharacterSet = "ISO_IR 192"
-    q.QueryRetrieveLevel = "STUDY"
-    q.PatientName = "王*"
-    q.StudyInstanceUID = ""
-    q.NumberOfStudyRelatedInstances = ""
-    found = await asyncio.to_thread(_find, service.port, StudyRootQueryRetrieveInformationModelFind, q)
-    assert [(f.StudyInstanceUID, int(f.NumberOfStudyRelatedInstances)) for f in found] == [(a, 2)]
-    assert found[0].PatientName.ideographic == "王^小明"
-
-    q = Dataset()
-    q.QueryRetrieveLevel = "STUDY"
-    q.StudyDate = "20260101-20261231"
-    q.StudyInstanceUID = f"{a}\\{b}"
-    q.ModalitiesInStudy = "MR"
-    found = await asyncio.to_thread(_find, service.port, StudyRootQueryRetrieveInformationModelFind, q)
-    assert [f.StudyInstanceUID for f in found] == [b]
-
-    q = Dataset()
-    q.QueryRetrieveLevel = "PATIENT"
-    q.PatientID = "P*"
-    q.PatientName = ""
-    found = await asyncio.to_thread(_find, service.port, PatientRootQueryRetrieveInformationModelFind, q)
-    assert sorted(f.PatientID for f in found) == ["P1", "P2"]
-
-    q = Dataset()
-    q.QueryRetrieveLevel = "IMAGE"
-    q.StudyInstanceUID = a
-    q.SeriesInstanceUID = series_a
-    q.SOPInstanceUID = ""
-    found = await asyncio.to_thread(_find, service.port, StudyRootQueryRetrieveInformationModelFind, q)
-    assert sorted(f.SOPInstanceUID for f in found) == sorted(d.SOPInstanceUID for d in sent[:2])
 
 
 async def test_c_get_returns_the_bytes_received(listener):

@@ -1,0 +1,128 @@
+"""C-FIND and QIDO-RS against the real hub: patients and studies come from the FHIR store, series and
+instances from the instance index, all matched with the same DICOM rules."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+)
+
+from adapters.dicom.dicomweb import build_dicomweb_app
+from adapters.dicom.service import start_dicom
+from fhir_server.hub import open_hub
+from fhir_server.settings import Settings
+from tests.adapters.dicom.conftest import wait_for
+from tests.adapters.dicom.synthetic import make_instance
+from tests.adapters.dicom.test_scp import _find, _store_all
+
+
+@pytest.fixture
+async def hub_listener(tmp_path):
+    settings = Settings(
+        db=tmp_path / "hub.db",
+        dicom_storage=tmp_path / "dicom",
+        dicom_stable_seconds=0.3,
+        dicom_known_aes={"TOWNA": "org-town-a"},
+        dicom_workers=1,
+    )
+    async with open_hub(settings) as hub:
+        service = await start_dicom(settings, hub.sink, port=0)
+        hub.app.mount("/dicomweb", build_dicomweb_app(settings, hub.sink, service.instances))
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=hub.app), base_url="http://t")
+        try:
+            yield service, client
+        finally:
+            await client.aclose()
+            await service.close()
+
+
+def _q(level: str, **keys: str) -> Dataset:
+    q = Dataset()
+    q.SpecificCharacterSet = "ISO_IR 192"
+    q.QueryRetrieveLevel = level
+    for k, val in keys.items():
+        setattr(q, k, val)
+    return q
+
+
+async def test_c_find_levels_wildcards_ranges_and_uid_lists(hub_listener):
+    service, client = hub_listener
+    a, b, series_a = generate_uid(), generate_uid(), generate_uid()
+    sent = [
+        make_instance(a, series_a, name="Wang^Xiaoming=王^小明", patient_id="P1"),
+        make_instance(a, series_a, name="Wang^Xiaoming=王^小明", patient_id="P1", instance_number=2),
+        make_instance(
+            b, generate_uid(), name="Li^Na=李^娜", patient_id="P2", modality="MR", accession="ACC2"
+        ),
+    ]
+    await asyncio.to_thread(_store_all, service.port, sent)
+
+    async def published():
+        r = await client.get("/fhir/ImagingStudy")
+        return r.json().get("total") == 2
+
+    await wait_for(published)
+    study_root = StudyRootQueryRetrieveInformationModelFind
+
+    async def find(model, query):
+        return await asyncio.to_thread(_find, service.port, model, query)
+
+    found = await find(
+        study_root, _q("STUDY", PatientName="王*", StudyInstanceUID="", NumberOfStudyRelatedInstances="")
+    )
+    assert [(f.StudyInstanceUID, int(f.NumberOfStudyRelatedInstances)) for f in found] == [(a, 2)]
+    assert found[0].PatientName.ideographic == "王^小明"
+
+    found = await find(study_root, _q("STUDY", StudyDate="20260101-20261231", StudyInstanceUID=f"{a}\\{b}",
+                                       ModalitiesInStudy="MR"))  # fmt: skip
+    assert [f.StudyInstanceUID for f in found] == [b]
+    assert await find(study_root, _q("STUDY", StudyDate="20250101-20251231", StudyInstanceUID="")) == []
+    found = await find(study_root, _q("STUDY", AccessionNumber="ACC2", PatientID="P2", StudyInstanceUID=""))
+    assert [f.StudyInstanceUID for f in found] == [b]
+
+    found = await find(
+        PatientRootQueryRetrieveInformationModelFind, _q("PATIENT", PatientID="P*", PatientName="")
+    )
+    assert sorted(f.PatientID for f in found) == ["P1", "P2"]
+
+    found = await find(study_root, _q("SERIES", StudyInstanceUID=a, SeriesInstanceUID="", Modality=""))
+    assert [(f.SeriesInstanceUID, f.Modality) for f in found] == [(series_a, "CT")]
+    found = await find(
+        study_root, _q("IMAGE", StudyInstanceUID=a, SeriesInstanceUID=series_a, SOPInstanceUID="")
+    )
+    assert sorted(f.SOPInstanceUID for f in found) == sorted(d.SOPInstanceUID for d in sent[:2])
+
+    # QIDO-RS answers the same queries the same way
+    r = await client.get("/dicomweb/studies", params={"PatientName": "王*"})
+    assert [s["0020000D"]["Value"][0] for s in r.json()] == [a]
+    r = await client.get(f"/dicomweb/studies/{a}/series")
+    assert [s["0020000E"]["Value"][0] for s in r.json()] == [series_a]
+
+
+async def test_studies_registered_over_fhir_are_found_too(hub_listener):
+    service, client = hub_listener
+    new_patient = {"resourceType": "Patient", "identifier": [{"value": "P9"}], "name": [{"family": "Zhao"}]}
+    r = await client.post("/fhir/Patient", json=new_patient)
+    patient = r.json()["id"]
+    uid = generate_uid()
+    study = {
+        "resourceType": "ImagingStudy",
+        "status": "available",
+        "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}],
+        "subject": {"reference": f"Patient/{patient}"},
+        "started": "2026-11-20T08:00:00+08:00",
+        "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "US"}],
+    }
+    assert (await client.post("/fhir/ImagingStudy", json=study)).status_code == 201
+    found = await asyncio.to_thread(
+        _find, service.port, StudyRootQueryRetrieveInformationModelFind,
+        _q("STUDY", PatientName="ZHAO*", StudyDate="20261120", StudyInstanceUID="", ModalitiesInStudy=""),
+    )  # fmt: skip
+    assert [(f.StudyInstanceUID, f.ModalitiesInStudy) for f in found] == [(uid, "US")]
