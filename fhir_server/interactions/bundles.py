@@ -4,11 +4,12 @@ A transaction runs in one serialised write section and follows the spec's proces
 POST, PUT/PATCH, then GET); `urn:uuid:` fullUrls and conditional references (`Patient?identifier=...`)
 are resolved before anything is written, so every entry sees final ids. Any failure rolls everything back.
 A batch runs each entry on its own: one failing entry becomes an error response, the rest proceed.
+
+The Bundle passed in is consumed: its resources are rewritten in place (references, ids, meta).
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -89,7 +90,7 @@ def _parse_entry(index: int, raw: Any, base_url: str) -> Entry:
         resource_id=resource_id,
         criteria=query or None,
         full_url=raw.get("fullUrl"),
-        resource=copy.deepcopy(resource) if resource is not None else None,
+        resource=resource,
         request=request,
     )
 

@@ -59,6 +59,28 @@ def parse_version_tag(value: str) -> int:
     return int(text)
 
 
+_SERVER_META = ("versionId", "lastUpdated")
+
+
+def same_content(stored: JsonObject, candidate: JsonObject) -> bool:
+    """True when two versions differ only in server-owned meta (versionId, lastUpdated)."""
+    if len(stored) != len(candidate):
+        return False
+    for key, value in candidate.items():
+        if key == "meta":
+            old_meta = stored.get("meta") or {}
+            if {k: v for k, v in value.items() if k not in _SERVER_META} != {
+                k: v for k, v in old_meta.items() if k not in _SERVER_META
+            }:
+                return False
+        elif stored.get(key, _MISSING) != value:
+            return False
+    return True
+
+
+_MISSING = object()
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 
@@ -118,6 +140,9 @@ async def write_resource(
     # resourceType, id, meta first (as the spec's examples and every client expect), then the client's JSON.
     resource = {"resourceType": resource_type, "id": resource_id, "meta": meta}
     resource.update((k, v) for k, v in body.items() if k not in ("resourceType", "id", "meta"))
+    if current is not None and current.body is not None and same_content(current.body, resource):
+        # A no-op update (an HIS resending unchanged demographics) keeps the current version, as HAPI does.
+        return WriteResult(current, created=False, changed=False)
     validate_or_raise(service, resource)
     stored = await tx.write_version(
         NewVersion(

@@ -122,3 +122,12 @@ async def test_history_at(client: httpx.AsyncClient) -> None:
     await client.put(f"/fhir/Patient/{pid}", json={**PATIENT, "id": pid, "gender": "female"})
     page = (await client.get(f"/fhir/Patient/{pid}/_history", params={"_at": first})).json()
     assert [e["resource"]["meta"]["versionId"] for e in page["entry"]] == ["1"]
+
+
+async def test_unchanged_update_keeps_the_version(client: httpx.AsyncClient) -> None:
+    pid = (await client.post("/fhir/Patient", json=PATIENT)).json()["id"]
+    same = await client.put(f"/fhir/Patient/{pid}", json={**PATIENT, "id": pid})
+    assert same.status_code == 200 and same.headers["etag"] == 'W/"1"'
+    changed = await client.put(f"/fhir/Patient/{pid}", json={**PATIENT, "id": pid, "active": True})
+    assert changed.headers["etag"] == 'W/"2"'
+    assert (await client.get(f"/fhir/Patient/{pid}/_history")).json()["total"] == 2
