@@ -28,9 +28,14 @@ def receive(
     expected_sop_uid: str | None = None,
     expected_study_uid: str | None = None,
 ) -> StoredInstance:
-    summary = summarize(part10)
-    if expected_sop_uid is not None and summary.sop_instance_uid != expected_sop_uid:
-        raise InvalidInstance("SOP Instance UID differs from the request")
-    if expected_study_uid is not None and summary.study_uid != expected_study_uid:
-        raise InvalidInstance("Study Instance UID differs from the target study")
-    return store.put(part10, summary, calling_ae, member)
+    pending = store.begin(part10)  # the flush to disk runs while the dataset is checked
+    try:
+        summary = summarize(part10)
+        if expected_sop_uid is not None and summary.sop_instance_uid != expected_sop_uid:
+            raise InvalidInstance("SOP Instance UID differs from the request")
+        if expected_study_uid is not None and summary.study_uid != expected_study_uid:
+            raise InvalidInstance("Study Instance UID differs from the target study")
+    except InvalidInstance:
+        store.abandon(pending)
+        raise
+    return store.commit(pending, summary, calling_ae, member)

@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,17 @@ class InstanceWriteError(AdapterError):
     """The instance could not be made durable (disk full, permissions); nothing was stored."""
 
 
+class PendingWrite:
+    """An instance's bytes on their way to disk (see `InstanceStore.begin`)."""
+
+    def __init__(self, future: Future[tuple[str, Path | None]], size: int) -> None:
+        self._future = future
+        self.size = size
+
+    def result(self) -> tuple[str, Path | None]:
+        return self._future.result()
+
+
 @dataclass(frozen=True)
 class StoredInstance:
     """One indexed instance: its summary, where its bytes are and who sent it."""
@@ -81,6 +93,7 @@ class InstanceStore:
             (self._objects / f"{prefix:02x}").mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dicom-io")
         self._db = sqlite3.connect(root / "index.db", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: commits are crash-consistent but not fsync'd; the instance *file* is, and
@@ -90,6 +103,7 @@ class InstanceStore:
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
+        self._io.shutdown(wait=True)
         with self._lock:
             self._db.close()
 
@@ -126,6 +140,20 @@ class InstanceStore:
     def path_for(self, sha256: str) -> Path:
         return self._objects / sha256[:2] / f"{sha256}.dcm"
 
+    def begin(self, part10: bytes) -> PendingWrite:
+        """Start making the bytes durable (hash, tmp file, fdatasync) on the I/O pool.
+
+        The caller checks the dataset meanwhile, then calls `commit` or `abandon`: the disk flush, the
+        hash and the (GIL-bound) parse overlap instead of adding up, per instance, on one association.
+        """
+        return PendingWrite(self._io.submit(self._stage, part10), len(part10))
+
+    def abandon(self, pending: PendingWrite) -> None:
+        with contextlib.suppress(InstanceWriteError):
+            _sha, tmp = pending.result()
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+
     def put(
         self,
         part10: bytes,
@@ -135,25 +163,39 @@ class InstanceStore:
         received_at: datetime | None = None,
     ) -> StoredInstance:
         """Make the instance durable and indexed, honouring the duplicate policy; raise on failure."""
+        return self.commit(self.begin(part10), summary, calling_ae, member, received_at)
+
+    def commit(
+        self,
+        pending: PendingWrite,
+        summary: InstanceSummary,
+        calling_ae: str,
+        member: str,
+        received_at: datetime | None = None,
+    ) -> StoredInstance:
+        """Finish a `begin`: move the flushed file into place, then index it (after which it exists)."""
         when = (received_at or datetime.now(UTC)).isoformat(timespec="milliseconds")
         sop_uid = summary.sop_instance_uid
+        sha, tmp = pending.result()
         if self.duplicate_policy == "keep":
             existing = self.get(sop_uid)
             if existing is not None:
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
                 return _with_outcome(existing, "duplicate-kept")
-        sha = hashlib.sha256(part10).hexdigest()
-        self._write_object(sha, part10)
-        record = StoredInstance(summary, sha, len(part10), when, calling_ae, member)
+        if tmp is not None:
+            self._place(tmp, sha)
+        record = StoredInstance(summary, sha, pending.size, when, calling_ae, member)
         with self._lock:
-            row = self._db.execute("SELECT sha256 FROM instance WHERE sop_uid = ?", (sop_uid,)).fetchone()
-            if row is not None and self.duplicate_policy == "keep":
-                # another association won the race; our object may be orphaned only if unreferenced
-                self._drop_if_unreferenced(sha)
-                kept = self._get_locked(sop_uid)
-                assert kept is not None
-                return _with_outcome(kept, "duplicate-kept")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("BEGIN IMMEDIATE")  # serialises writers across worker processes
+                row = self._db.execute("SELECT sha256 FROM instance WHERE sop_uid = ?", (sop_uid,)).fetchone()
+                if row is not None and self.duplicate_policy == "keep":
+                    self._db.execute("ROLLBACK")
+                    self._drop_if_unreferenced(sha)  # another association won the race
+                    kept = self._get_locked(sop_uid)
+                    assert kept is not None
+                    return _with_outcome(kept, "duplicate-kept")
                 self._db.execute(
                     "INSERT OR REPLACE INTO instance VALUES (?,?,?,?,?,?,?,?,?)",
                     (
@@ -161,7 +203,7 @@ class InstanceStore:
                         summary.study_uid,
                         summary.series_uid,
                         sha,
-                        len(part10),
+                        pending.size,
                         when,
                         calling_ae,
                         member,
@@ -183,10 +225,11 @@ class InstanceStore:
                 self._drop_if_unreferenced(row[0])
         return _with_outcome(record, "replaced" if row is not None else "stored")
 
-    def _write_object(self, sha: str, data: bytes) -> None:
-        final = self.path_for(sha)
-        if final.exists():
-            return
+    def _stage(self, data: bytes) -> tuple[str, Path | None]:
+        """(sha256, flushed tmp file or None when that content is already stored). Runs on the I/O pool."""
+        sha = hashlib.sha256(data).hexdigest()
+        if self.path_for(sha).exists():
+            return sha, None
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -199,13 +242,22 @@ class InstanceStore:
                     os.fdatasync(fd)
             finally:
                 os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise InstanceWriteError(f"cannot write instance file: {exc.strerror or exc}") from exc
+        return sha, tmp
+
+    def _place(self, tmp: Path, sha: str) -> None:
+        final = self.path_for(sha)
+        try:
             os.replace(tmp, final)
             if self._fsync:
                 _fsync_dir(final.parent)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            raise InstanceWriteError(f"cannot write instance file: {exc.strerror or exc}") from exc
+            raise InstanceWriteError(f"cannot place instance file: {exc.strerror or exc}") from exc
 
     def _drop_if_unreferenced(self, sha: str) -> None:
         still = self._db.execute("SELECT 1 FROM instance WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()
