@@ -217,17 +217,18 @@ def _criterion_sql(c: Criterion, outer: str, b: _Builder, params: list[Any]) -> 
     if c.modifier in ("of-type", "identifier"):
         table = "idx_token"
     x = b.alias("x")
+    by_rid = f"INDEXED BY {table}_rid"  # probes go by (rid, param), never by value
     first = c.values[0]
     sub_params: list[Any] = []
     pid_cond = _in(f"{x}.param", list(c.param.pids), sub_params)
     if isinstance(first, MissingValue):
         params.extend(sub_params)
-        exists = f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.rid = {outer}.rid AND {pid_cond})"
+        exists = f"EXISTS (SELECT 1 FROM {table} {x} {by_rid} WHERE {x}.rid = {outer}.rid AND {pid_cond})"
         return f"NOT {exists}" if first.missing else exists
     ors = [f"({_value_sql(c, v, x, sub_params)})" for v in c.values]
     value_cond = ors[0] if len(ors) == 1 else "(" + " OR ".join(ors) + ")"
     params.extend(sub_params)
-    exists = f"EXISTS (SELECT 1 FROM {table} {x} WHERE {x}.rid = {outer}.rid AND {pid_cond} AND {value_cond})"
+    exists = f"EXISTS (SELECT 1 FROM {table} {x} {by_rid} WHERE {x}.rid = {outer}.rid AND {pid_cond} AND {value_cond})"
     return f"NOT {exists}" if c.modifier == "not" else exists
 
 
@@ -284,7 +285,7 @@ def filter_sql(f: Filter, outer: str, mode: str, b: _Builder, params: list[Any])
         types = _in(f"{t}.type", list(f.target_types), params)
         inner = filter_sql(f.inner, t, "exists", b, params)
         return (
-            f"EXISTS (SELECT 1 FROM idx_reference {x} CROSS JOIN resource {t} "
+            f"EXISTS (SELECT 1 FROM idx_reference {x} INDEXED BY idx_reference_rid CROSS JOIN resource {t} "
             f"WHERE {x}.rid = {outer}.rid AND {pids} AND {t}.type = {x}.target_type "
             f"AND {t}.id = {x}.target_id AND {x}.url = '' AND {types} AND {t}.deleted = 0 AND {inner})"
         )
@@ -329,7 +330,8 @@ def sort_sql(key: SortKey, outer: str, params: list[Any]) -> str:
     pid_cond = _in("s.param", list(key.param.pids), params)
     params.append(missing)
     table = TABLE_OF[key.param.type]
-    return f"coalesce((SELECT {agg}(s.{column}) FROM {table} s WHERE s.rid = {outer}.rid AND {pid_cond}), ?)"
+    by_rid = f"INDEXED BY {table}_rid"
+    return f"coalesce((SELECT {agg}(s.{column}) FROM {table} s {by_rid} WHERE s.rid = {outer}.rid AND {pid_cond}), ?)"
 
 
 def where_sql(query: SearchQuery, driver: int | None, params: list[Any]) -> str:

@@ -40,10 +40,16 @@ _INSERTS = {
 }
 
 
+# declared types matter: an index is only used when the comparison affinity matches the column's
+COLUMN_TYPES = {"param": "INTEGER", "rid": "INTEGER", "low": "REAL", "high": "REAL"}
+DATE_COLUMN_TYPES = {**COLUMN_TYPES, "low": "INTEGER", "high": "INTEGER"}
+
+
 def index_ddl() -> list[str]:
     ddl: list[str] = []
     for table, (key, _attr) in TABLES.items():
-        cols = ", ".join(f"{c} NOT NULL" for c in key)
+        types = DATE_COLUMN_TYPES if table == "idx_date" else COLUMN_TYPES
+        cols = ", ".join(f"{c} {types.get(c, 'TEXT')} NOT NULL" for c in key)
         ddl.append(
             f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({', '.join(key)})) WITHOUT ROWID"
         )
@@ -52,6 +58,9 @@ def index_ddl() -> list[str]:
         "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (param, url, rid) WHERE url != ''"
     )
     ddl.append("CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (param, high, low, rid)")
+    for table in ("idx_number", "idx_quantity"):
+        ddl.append(f"CREATE INDEX IF NOT EXISTS {table}_low ON {table} (param, low, rid)")
+        ddl.append(f"CREATE INDEX IF NOT EXISTS {table}_high ON {table} (param, high, rid)")
     return ddl
 
 
