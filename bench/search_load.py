@@ -64,7 +64,8 @@ LAST_UPDATED = "2025-06-01T00:00:00.000Z"
 
 
 def _date(rng: random.Random, start: int = 2015, end: int = 2025) -> str:
-    return f"{rng.randint(start, end)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00+08:00"
+    day = f"{rng.randint(start, end)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    return f"{day}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00+08:00"
 
 
 def patient_bundle(rng: random.Random, n: int, scale: float = 1.0) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -112,9 +111,8 @@ async def run(db: Path, rounds: int, explain: bool) -> None:
                 times.append(dt)
                 entries += len(bundle.get("entry", []))
         label = f"{rtype}?" + "&".join(f"{k}={v}" for k, v in params)
-        print(
-            f"{kind:<10} {label[:72]:<72} {pct(times, 0.5):>8.2f} {pct(times, 0.95):>8.2f} {entries / rounds:>8.1f}"
-        )
+        p50, p95 = pct(times, 0.5), pct(times, 0.95)
+        print(f"{kind:<10} {label[:72]:<72} {p50:>8.2f} {p95:>8.2f} {entries / rounds:>8.1f}")
         if explain:
             query = parse_search(rtype, params, registry, strict=True)
             driver = choose_driver(conn, query)

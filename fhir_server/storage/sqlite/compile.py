@@ -228,7 +228,8 @@ def _criterion_sql(c: Criterion, outer: str, b: _Builder, params: list[Any]) -> 
     ors = [f"({_value_sql(c, v, x, sub_params)})" for v in c.values]
     value_cond = ors[0] if len(ors) == 1 else "(" + " OR ".join(ors) + ")"
     params.extend(sub_params)
-    exists = f"EXISTS (SELECT 1 FROM {table} {x} {by_rid} WHERE {x}.rid = {outer}.rid AND {pid_cond} AND {value_cond})"
+    probe = f"SELECT 1 FROM {table} {x} {by_rid} WHERE {x}.rid = {outer}.rid AND {pid_cond} AND {value_cond}"
+    exists = f"EXISTS ({probe})"
     return f"NOT {exists}" if c.modifier == "not" else exists
 
 
@@ -331,7 +332,8 @@ def sort_sql(key: SortKey, outer: str, params: list[Any]) -> str:
     params.append(missing)
     table = TABLE_OF[key.param.type]
     by_rid = f"INDEXED BY {table}_rid"
-    return f"coalesce((SELECT {agg}(s.{column}) FROM {table} s {by_rid} WHERE s.rid = {outer}.rid AND {pid_cond}), ?)"
+    scalar = f"SELECT {agg}(s.{column}) FROM {table} s {by_rid} WHERE s.rid = {outer}.rid AND {pid_cond}"
+    return f"coalesce(({scalar}), ?)"
 
 
 def where_sql(query: SearchQuery, driver: int | None, params: list[Any]) -> str:
