@@ -4,23 +4,36 @@ Follows the R4 JSON representation rules: unknown properties are errors at every
 base cardinality repeats are arrays, others are not; primitives carry their extensions in `_name`
 (arrays aligned, `null` padding allowed only where the partner has content); no empty objects, arrays,
 strings or `null`s (ele-1). On top of structure: cardinality, primitive formats, required bindings,
-reference syntax and targets, ext-1. Paths are FHIRPath-like with indexes on repeating elements
+reference syntax and targets, ext-1, and the container rules for contained resources (ref-1, dom-2,
+dom-3, dom-4, dom-5). Paths are FHIRPath-like with indexes on repeating elements
 (`Patient.name[0].given[1]`, `Bundle.entry[0].resource.gender`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.errors import Issue
-from profiles.primitives import PrimitiveType
 from profiles.references import ReferenceSyntax
 from profiles.structure import ElementRule, Node
 from terminology.service import TerminologyService, canonical_url
 
-_STRING_KINDS = frozenset({"code", "string", "uri", "url", "canonical", "id", "oid", "uuid", "markdown"})
+_CODED_STRINGS = frozenset({"code", "string", "uri", "url", "canonical", "id", "oid", "uuid", "markdown"})
+_LOCAL_REFERENCE_TYPES = frozenset({"canonical", "uri", "url"})
+"""Primitive types whose `#id` values point at contained resources (dom-3 counts them)."""
+
+
+@dataclass
+class _Scope:
+    """Findings of one walk plus the local (`#id`) references of the resource being checked."""
+
+    issues: list[Issue]
+    local_refs: list[tuple[str, str]] = field(default_factory=list)
+
+    def error(self, code: str, message: str, path: str) -> None:
+        self.issues.append(Issue("error", code, message, (path,)))
 
 
 @dataclass(frozen=True)
@@ -29,202 +42,181 @@ class InstanceChecker:
 
     resources: Mapping[str, Node]
     datatypes: Mapping[str, Node]
-    primitives: Mapping[str, PrimitiveType]
     terminology: TerminologyService
     references: ReferenceSyntax
 
+    def __repr__(self) -> str:
+        return f"InstanceChecker({len(self.resources)} resource types, {len(self.datatypes)} datatypes)"
+
     def check_resource(self, value: Any, path: str, issues: list[Issue]) -> None:
         """Check a resource found at `path` (the root path is the resource type itself)."""
+        self._resource(value, path, _Scope(issues), contained=False)
+
+    def _resource(self, value: Any, path: str, scope: _Scope, contained: bool) -> None:
         if not isinstance(value, dict):
-            issues.append(Issue("error", "structure", "a resource must be a JSON object", (path,)))
+            scope.error("structure", "a resource must be a JSON object", path)
             return
         resource_type = value.get("resourceType")
         node = self.resources.get(resource_type) if isinstance(resource_type, str) else None
         if node is None:
-            issues.append(
-                Issue("error", "structure", f"unknown or missing resourceType {resource_type!r}", (path,))
-            )
+            scope.error("structure", f"unknown or missing resourceType {resource_type!r}", path)
             return
-        self._object(node, value, path, issues)
+        if contained:
+            self._contained_rules(value, path, scope)
+            self._object(node, value, path, scope)
+            return
+        own = _Scope(scope.issues)
+        self._object(node, value, path, own)
+        if own.local_refs or "contained" in value:
+            self._local_references(value, path, own)
 
     # -- objects ------------------------------------------------------------------------------------
-    def _object(self, node: Node, obj: dict[str, Any], path: str, issues: list[Issue]) -> None:
+    def _object(self, node: Node, obj: dict[str, Any], path: str, scope: _Scope) -> None:
         rules = node.rules
         chosen: dict[str, str] | None = None
         for key, value in obj.items():
             rule = rules.get(key)
-            if rule is None and key[:1] == "_":
-                rule = rules.get(key[1:])
-                if rule is not None and rule.type_code in self.primitives:
-                    self._primitive_extension(rule, value, obj, f"{path}.{key}", issues)
+            if rule is None:
+                if key[:1] == "_" and (rule := rules.get(key[1:])) is not None and rule.check is not None:
+                    self._primitive_extension(rule, value, obj, f"{path}.{key}", scope)
+                elif key == "resourceType" and node.is_resource:
+                    continue
                 else:
-                    rule = None
-                    self._unknown(node, key, path, issues)
-            elif rule is not None:
-                self._property(rule, value, obj, path, issues)
-            elif not (key == "resourceType" and node.is_resource):
-                self._unknown(node, key, path, issues)
-                continue
-            if rule is not None and rule.base != rule.name:
+                    scope.error("structure", f"unknown element '{key}' in {node.path}", f"{path}.{key}")
+                    continue
+            elif rule.many:
+                self._repeating(rule, value, obj, path, scope)
+            elif isinstance(value, list):
+                scope.error("structure", f"{rule.path} must not be an array", f"{path}.{key}")
+            elif value is None:
+                scope.error("structure", f"{rule.path} must not be null", f"{path}.{key}")
+            else:
+                self._item(rule, value, path, key, scope)
+            if rule.base != rule.name:
                 chosen = chosen if chosen is not None else {}
                 other = chosen.setdefault(rule.base, rule.name)
                 if other != rule.name:
-                    issues.append(
-                        Issue(
-                            "error",
-                            "structure",
-                            f"only one of {other} and {rule.name} may be present ({rule.path})",
-                            (f"{path}.{rule.name}",),
-                        )
+                    scope.error(
+                        "structure",
+                        f"only one of {other} and {rule.name} may be present ({rule.path})",
+                        f"{path}.{rule.name}",
                     )
-        for element, names in node.required:
-            if not any(name in obj or "_" + name in obj for name in names):
-                issues.append(
-                    Issue(
-                        "error",
-                        "required",
-                        f"{node.path}.{element}: minimum required = 1, but only found 0",
-                        (f"{path}.{element}",),
-                    )
+        for element, minimum, names in node.required:
+            if not any(name in obj for name in names):
+                scope.error(
+                    "required",
+                    f"{node.path}.{element}: minimum required = {minimum}, but only found 0",
+                    f"{path}.{element}",
                 )
 
-    def _unknown(self, node: Node, key: str, path: str, issues: list[Issue]) -> None:
-        issues.append(
-            Issue("error", "structure", f"unknown element '{key}' in {node.path}", (f"{path}.{key}",))
-        )
-
-    # -- properties ---------------------------------------------------------------------------------
-    def _property(
-        self, rule: ElementRule, value: Any, owner: dict[str, Any], path: str, issues: list[Issue]
+    def _repeating(
+        self, rule: ElementRule, value: Any, owner: dict[str, Any], path: str, scope: _Scope
     ) -> None:
         child = f"{path}.{rule.name}"
-        if not rule.many:
-            if isinstance(value, list):
-                issues.append(Issue("error", "structure", f"{rule.path} must not be an array", (child,)))
-            elif value is None:
-                issues.append(Issue("error", "structure", f"{rule.path} must not be null", (child,)))
-            else:
-                self._item(rule, value, child, issues)
-            return
         if not isinstance(value, list):
-            issues.append(Issue("error", "structure", f"{rule.path} must be an array", (child,)))
+            scope.error("structure", f"{rule.path} must be an array", child)
             return
         count = len(value)
         if count == 0:
-            issues.append(Issue("error", "structure", f"{rule.path} must not be an empty array", (child,)))
-        if rule.max is not None and count > rule.max:
-            issues.append(
-                Issue(
-                    "error",
-                    "structure",
-                    f"{rule.path}: maximum allowed = {rule.max}, found {count}",
-                    (child,),
-                )
-            )
-        partner = owner.get("_" + rule.name)
+            scope.error("structure", f"{rule.path} must not be an empty array", child)
+        elif rule.max is not None and count > rule.max:
+            scope.error("structure", f"{rule.path}: maximum allowed = {rule.max}, found {count}", child)
+        elif count < rule.min:
+            scope.error("required", f"{rule.path}: minimum required = {rule.min}, found {count}", child)
+        partner = owner.get("_" + rule.name) if rule.check is not None else None
         for index, item in enumerate(value):
             if item is None:
                 if isinstance(partner, list) and index < len(partner) and partner[index] is not None:
                     continue
-                issues.append(
-                    Issue("error", "structure", f"{rule.path} must not contain null", (f"{child}[{index}]",))
-                )
+                scope.error("structure", f"{rule.path} must not contain null", f"{child}[{index}]")
                 continue
-            self._item(rule, item, f"{child}[{index}]", issues)
+            self._item(rule, item, child, f"[{index}]", scope)
 
-    def _item(self, rule: ElementRule, value: Any, path: str, issues: list[Issue]) -> None:
-        type_code = rule.type_code
-        primitive = self.primitives.get(type_code)
-        if primitive is not None:
-            message = primitive.check(value)
+    def _item(self, rule: ElementRule, value: Any, parent: str, step: str, scope: _Scope) -> None:
+        """Check one value; its path is `parent` + "." + `step` or `parent` + `[i]`, built only when used."""
+        check = rule.check
+        if check is not None:
+            message = check(value)
             if message is not None:
-                issues.append(Issue("error", "value", f"{rule.path}: {message}", (path,)))
-            elif rule.binding is not None and type_code in _STRING_KINDS:
-                self._code_binding(rule, value, path, issues)
+                scope.error("value", f"{rule.path}: {message}", _join(parent, step))
+            elif rule.binding is not None and rule.type_code in _CODED_STRINGS:
+                self._code_binding(rule, value, _join(parent, step), scope)
+            elif value.__class__ is str and value[:1] == "#" and rule.type_code in _LOCAL_REFERENCE_TYPES:
+                scope.local_refs.append((value, _join(parent, step)))
             return
-        if type_code == "Resource":
-            self.check_resource(value, path, issues)
+        path = _join(parent, step)
+        if rule.type_code == "Resource":
+            self._resource(value, path, scope, contained=rule.name == "contained")
             return
-        node = rule.node or self.datatypes.get(type_code)
         if not isinstance(value, dict):
-            issues.append(Issue("error", "structure", f"{rule.path} must be a JSON object", (path,)))
+            scope.error("structure", f"{rule.path} must be a JSON object, not {type(value).__name__}", path)
             return
         if not value:
-            issues.append(Issue("error", "structure", f"{rule.path} must not be an empty object", (path,)))
+            scope.error("structure", f"{rule.path} must not be an empty object", path)
             return
+        node = rule.node
         if node is None:
-            issues.append(Issue("error", "not-supported", f"no definition for type {type_code}", (path,)))
+            scope.error("not-supported", f"no definition for type {rule.type_code}", path)
             return
-        self._object(node, value, path, issues)
-        if type_code == "Reference":
-            self._reference(rule, value, path, issues)
-        elif type_code == "Extension":
-            self._extension(value, path, issues)
+        self._object(node, value, path, scope)
+        if rule.type_code == "Reference":
+            self._reference(rule, value, path, scope)
+        elif rule.type_code == "Extension":
+            _extension_rule(value, path, scope)
         elif rule.binding is not None:
-            self._coded_binding(rule, value, path, issues)
+            self._coded_binding(rule, value, path, scope)
 
     def _primitive_extension(
-        self, rule: ElementRule, value: Any, owner: dict[str, Any], path: str, issues: list[Issue]
+        self, rule: ElementRule, value: Any, owner: dict[str, Any], path: str, scope: _Scope
     ) -> None:
         element = self.datatypes["Element"]
         if not rule.many:
             if isinstance(value, dict) and value:
-                self._object(element, value, path, issues)
+                self._object(element, value, path, scope)
             else:
-                issues.append(Issue("error", "structure", f"{path} must be a non-empty object", (path,)))
+                scope.error("structure", f"{path} must be a non-empty object", path)
             return
         values = owner.get(rule.name)
         if not isinstance(value, list) or (isinstance(values, list) and len(values) != len(value)):
-            issues.append(
-                Issue("error", "structure", f"{path} must be an array aligned with {rule.name}", (path,))
-            )
+            scope.error("structure", f"{path} must be an array aligned with {rule.name}", path)
             return
         for index, item in enumerate(value):
             if item is None:
-                continue
-            if isinstance(item, dict) and item:
-                self._object(element, item, f"{path}[{index}]", issues)
+                if not isinstance(values, list):
+                    scope.error("structure", "null without a value beside it", f"{path}[{index}]")
+            elif isinstance(item, dict) and item:
+                self._object(element, item, f"{path}[{index}]", scope)
             else:
-                issues.append(Issue("error", "structure", "must be a non-empty object or null", (path,)))
+                scope.error("structure", "must be a non-empty object or null", f"{path}[{index}]")
 
     # -- rules beyond structure ---------------------------------------------------------------------
-    def _reference(self, rule: ElementRule, value: dict[str, Any], path: str, issues: list[Issue]) -> None:
+    def _reference(self, rule: ElementRule, value: dict[str, Any], path: str, scope: _Scope) -> None:
         reference = value.get("reference")
-        if isinstance(reference, str):
-            problem = self.references.problem(reference, rule.targets)
-            if problem is not None:
-                issues.append(Issue("error", "value", problem, (f"{path}.reference",)))
+        if not isinstance(reference, str):
+            return
+        problem = self.references.problem(reference, rule.targets)
+        if problem is not None:
+            scope.error("value", problem, f"{path}.reference")
+        elif reference[:1] == "#":
+            scope.local_refs.append((reference, f"{path}.reference"))
 
-    def _extension(self, value: dict[str, Any], path: str, issues: list[Issue]) -> None:
-        has_value = any(key.startswith(("value", "_value")) for key in value)
-        if has_value == ("extension" in value):
-            issues.append(
-                Issue(
-                    "error", "invariant", "ext-1: must have either extensions or value[x], not both", (path,)
-                )
-            )
-
-    def _code_binding(self, rule: ElementRule, code: str, path: str, issues: list[Issue]) -> None:
+    def _code_binding(self, rule: ElementRule, code: str, path: str, scope: _Scope) -> None:
         assert rule.binding is not None
         if self.terminology.validate_code(rule.binding, None, code) is False:
-            issues.append(
-                Issue(
-                    "error",
-                    "code-invalid",
-                    f"'{code}' is not in the required value set {canonical_url(rule.binding)} ({rule.path})",
-                    (path,),
-                )
-            )
+            vs = canonical_url(rule.binding)
+            scope.error("code-invalid", f"'{code}' is not in the required value set {vs} ({rule.path})", path)
 
-    def _coded_binding(
-        self, rule: ElementRule, value: dict[str, Any], path: str, issues: list[Issue]
-    ) -> None:
+    def _coded_binding(self, rule: ElementRule, value: dict[str, Any], path: str, scope: _Scope) -> None:
         assert rule.binding is not None
         if rule.type_code == "Coding":
             codings: list[Any] = [value]
         elif rule.type_code == "CodeableConcept":
             codings = value.get("coding") or []
         else:
+            return
+        vs = canonical_url(rule.binding)
+        if not codings:
+            scope.error("code-invalid", f"{rule.path} needs a coding from the required value set {vs}", path)
             return
         verdicts = []
         for coding in codings:
@@ -239,12 +231,59 @@ class InstanceChecker:
             shown = ", ".join(
                 f"{c.get('system', '')}#{c.get('code')}" for c in codings if isinstance(c, dict)
             )
-            issues.append(
-                Issue(
-                    "error",
-                    "code-invalid",
-                    f"none of {shown} is in the required value set "
-                    f"{canonical_url(rule.binding)} ({rule.path})",
-                    (path,),
-                )
+            scope.error(
+                "code-invalid", f"none of {shown} is in the required value set {vs} ({rule.path})", path
             )
+
+    def _contained_rules(self, value: dict[str, Any], path: str, scope: _Scope) -> None:
+        if "contained" in value:
+            scope.error("invariant", "dom-2: a contained resource SHALL NOT contain resources", path)
+        meta = value.get("meta")
+        if isinstance(meta, dict):
+            if "versionId" in meta or "lastUpdated" in meta:
+                scope.error(
+                    "invariant",
+                    "dom-4: a contained resource SHALL NOT have meta.versionId or lastUpdated",
+                    path,
+                )
+            if "security" in meta:
+                scope.error("invariant", "dom-5: a contained resource SHALL NOT have a security label", path)
+        if not isinstance(value.get("id"), str):
+            scope.error("required", "a contained resource needs an id to be referenced by", f"{path}.id")
+
+    def _local_references(self, resource: dict[str, Any], path: str, scope: _Scope) -> None:
+        """ref-1 (local references resolve) and dom-3 (every contained resource is referenced)."""
+        contained = resource.get("contained")
+        ids = (
+            {c.get("id") for c in contained if isinstance(c, dict)} if isinstance(contained, list) else set()
+        )
+        referenced = set()
+        for reference, where in scope.local_refs:
+            target = reference[1:]
+            referenced.add(target)
+            if target and target not in ids:
+                if where.endswith(".reference"):
+                    scope.error("invariant", f"ref-1: no contained resource with id '{target}'", where)
+                else:  # a canonical: R4 has no invariant for these, so only warn
+                    scope.issues.append(
+                        Issue("warning", "not-found", f"no contained resource with id '{target}'", (where,))
+                    )
+        if "" in referenced:  # a contained resource points back at its container: all count as used
+            return
+        for index, resource_id in enumerate(c.get("id") for c in contained or () if isinstance(c, dict)):
+            if isinstance(resource_id, str) and resource_id not in referenced:
+                scope.error(
+                    "invariant",
+                    f"dom-3: contained resource '{resource_id}' is not referenced from the resource",
+                    f"{path}.contained[{index}]",
+                )
+
+
+def _join(parent: str, step: str) -> str:
+    return parent + step if step[:1] == "[" else f"{parent}.{step}"
+
+
+def _extension_rule(value: dict[str, Any], path: str, scope: _Scope) -> None:
+    has_value = any(key.startswith(("value", "_value")) for key in value)
+    if has_value == ("extension" in value):
+        scope.error("invariant", "ext-1: must have either extensions or value[x], not both", path)

@@ -14,20 +14,17 @@ import binascii
 import calendar
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.model.definitions import JsonObject
+from profiles.structure import PrimitiveCheck
 
 REGEX_EXTENSION = "http://hl7.org/fhir/StructureDefinition/regex"
 
 _INT_TYPES = frozenset({"integer", "positiveInt", "unsignedInt"})
 _DATE_PREFIX = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _INT32 = (-(2**31), 2**31 - 1)
-
-PrimitiveCheck = Callable[[Any], str | None]
-"""Returns None when the value is fine, else a human message."""
 
 
 @dataclass(frozen=True)

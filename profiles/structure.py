@@ -9,9 +9,14 @@ Standards content stays data: nothing here is written per resource type.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from fhir_server.model.definitions import JsonObject
+
+PrimitiveCheck = Callable[[Any], str | None]
+"""Returns None when a primitive JSON value is fine, else a human message."""
 
 FHIR_TYPE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 _SD_PREFIX = "http://hl7.org/fhir/StructureDefinition/"
@@ -39,7 +44,8 @@ class ElementRule:
     many: bool
     binding: str | None = None
     targets: frozenset[str] | None = None
-    node: Node | None = None
+    node: Node | None = field(default=None, repr=False)
+    check: PrimitiveCheck | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -48,8 +54,9 @@ class Node:
 
     path: str
     is_resource: bool = False
-    rules: dict[str, ElementRule] = field(default_factory=dict)
-    required: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    rules: dict[str, ElementRule] = field(default_factory=dict, repr=False)
+    required: list[tuple[str, int, tuple[str, ...]]] = field(default_factory=list)
+    """(element name, min, JSON names that satisfy it, `_name` forms included)."""
     choices: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
 
 
@@ -129,7 +136,7 @@ def compile_definition(sd: JsonObject) -> Node:
                 )
             parent.choices.append((name, tuple(names)))
             if cardinality_min > 0:
-                parent.required.append((name, tuple(names)))
+                parent.required.append((name, cardinality_min, _with_underscores(names)))
             continue
         if "contentReference" in element:
             rule = ElementRule(name, name, path, "BackboneElement", cardinality_min, cardinality_max, many)
@@ -145,8 +152,31 @@ def compile_definition(sd: JsonObject) -> Node:
                 rule.node = nodes[path] = Node(path)
         parent.rules[name] = rule
         if cardinality_min > 0:
-            parent.required.append((name, (name,)))
+            parent.required.append((name, cardinality_min, _with_underscores([name])))
 
     for rule, target in pending_refs:
         rule.node = nodes[target]
     return nodes[root_path]
+
+
+def _with_underscores(names: list[str]) -> tuple[str, ...]:
+    return tuple(names) + tuple("_" + name for name in names)
+
+
+def link_types(
+    roots: Iterable[Node], datatypes: Mapping[str, Node], checks: Mapping[str, PrimitiveCheck]
+) -> None:
+    """Point every rule at its primitive checker or datatype node, so walking needs no type lookups."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for rule in node.rules.values():
+            rule.check = checks.get(rule.type_code)
+            if rule.node is None and rule.check is None:
+                rule.node = datatypes.get(rule.type_code)
+            if rule.node is not None:
+                stack.append(rule.node)

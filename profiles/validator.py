@@ -23,7 +23,7 @@ from fhir_server.model.definitions import core_structure_definitions, resource_t
 from profiles.check import InstanceChecker
 from profiles.primitives import compile_primitives
 from profiles.references import ReferenceSyntax
-from profiles.structure import Node, compile_definition
+from profiles.structure import Node, compile_definition, link_types
 from terminology.service import TerminologyService
 from terminology.valuesets import build_core_terminology
 
@@ -35,6 +35,9 @@ class Validator:
     """Validates R4 JSON resources; thread-safe and cheap to call."""
 
     checker: InstanceChecker
+
+    def __repr__(self) -> str:  # the compiled tables are huge; keep test failure output readable
+        return f"Validator({len(self.checker.resources)} resource types)"
 
     @property
     def resource_types(self) -> frozenset[str]:
@@ -93,10 +96,13 @@ def build_validator(
             resources[name] = compile_definition(sd)
         elif kind == "complex-type" or name == "Element":
             datatypes[name] = compile_definition(sd)
+    primitives = compile_primitives(definitions)
+    link_types(
+        [*resources.values(), *datatypes.values()], datatypes, {k: p.check for k, p in primitives.items()}
+    )
     checker = InstanceChecker(
         resources=resources,
         datatypes=datatypes,
-        primitives=compile_primitives(definitions),
         terminology=terminology if terminology is not None else build_core_terminology(extra_packages),
         references=ReferenceSyntax(frozenset(resources)),
     )

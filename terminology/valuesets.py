@@ -90,6 +90,7 @@ class PackageTerminology:
     code_systems: dict[str, CodeSystemIndex] = field(default_factory=dict)
     value_sets: dict[str, JsonObject] = field(default_factory=dict)
     _expansions: dict[str, Expansion | None] = field(default_factory=dict, repr=False)
+    _codes: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
 
     def add(self, resource: JsonObject) -> None:
         """Register a CodeSystem or ValueSet; later additions replace earlier ones with the same url."""
@@ -104,6 +105,7 @@ class PackageTerminology:
         elif resource.get("resourceType") == "ValueSet":
             self.value_sets[url] = resource
         self._expansions.clear()
+        self._codes.clear()
 
     def load_package(self, path: Path) -> None:
         for kind in ("CodeSystem", "ValueSet"):
@@ -130,7 +132,10 @@ class PackageTerminology:
             return None
         if system is not None:
             return (system, code) in expansion
-        return any(c == code for _, c in expansion)
+        codes = self._codes.get(valueset_url)
+        if codes is None:
+            codes = self._codes[valueset_url] = frozenset(c for _, c in expansion)
+        return code in codes
 
     # -- compose evaluation -------------------------------------------------------------------------
     def _expand(self, url: str) -> Expansion:
