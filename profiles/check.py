@@ -44,9 +44,14 @@ class InstanceChecker:
     datatypes: Mapping[str, Node]
     terminology: TerminologyService
     references: ReferenceSyntax
+    extensions: Mapping[str, Node]
+    """Extension definitions by url: a known extension's value[x] and sub-extensions are checked."""
 
     def __repr__(self) -> str:
-        return f"InstanceChecker({len(self.resources)} resource types, {len(self.datatypes)} datatypes)"
+        return (
+            f"InstanceChecker({len(self.resources)} resource types, {len(self.datatypes)} datatypes, "
+            f"{len(self.extensions)} extensions)"
+        )
 
     def check_resource(self, value: Any, path: str, issues: list[Issue]) -> None:
         """Check a resource found at `path` (the root path is the resource type itself)."""
@@ -84,6 +89,8 @@ class InstanceChecker:
                 else:
                     scope.error("structure", f"unknown element '{key}' in {node.path}", f"{path}.{key}")
                     continue
+            elif rule.max == 0:
+                scope.error("structure", f"{rule.path} is not allowed here (max 0)", f"{path}.{key}")
             elif rule.many:
                 self._repeating(rule, value, obj, path, scope)
             elif isinstance(value, list):
@@ -155,6 +162,10 @@ class InstanceChecker:
             scope.error("structure", f"{rule.path} must not be an empty object", path)
             return
         node = rule.node
+        if rule.type_code == "Extension":
+            url = value.get("url")
+            if url.__class__ is str:
+                node = self.extensions.get(url, node)
         if node is None:
             scope.error("not-supported", f"no definition for type {rule.type_code}", path)
             return

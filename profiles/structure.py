@@ -44,6 +44,8 @@ class ElementRule:
     many: bool
     binding: str | None = None
     targets: frozenset[str] | None = None
+    profile: str | None = None
+    """A constrained datatype the value must also meet (SimpleQuantity), when the element names one."""
     node: Node | None = field(default=None, repr=False)
     check: PrimitiveCheck | None = field(default=None, repr=False)
 
@@ -67,6 +69,12 @@ def _type_code(type_: JsonObject) -> str:
             value: str = ext.get("valueUrl") or ext.get("valueUri") or code
             return value
     return _FHIRPATH_TYPES.get(code, code)
+
+
+def _profile(type_: JsonObject) -> str | None:
+    for profile in type_.get("profile", ()):
+        return str(profile).removeprefix(_SD_PREFIX)
+    return None
 
 
 def _max(text: str | None) -> int | None:
@@ -98,7 +106,8 @@ def _required_binding(element: JsonObject) -> str | None:
 
 def compile_definition(sd: JsonObject) -> Node:
     """Build the node tree of one StructureDefinition from its snapshot."""
-    elements = [e for e in sd["snapshot"]["element"] if "sliceName" not in e]
+    # slices and everything inside them carry ':' in their element id; the unsliced element stands
+    elements = [e for e in sd["snapshot"]["element"] if ":" not in e.get("id", "")]
     root_path: str = elements[0]["path"]
     is_resource = sd.get("kind") == "resource"
     nodes: dict[str, Node] = {root_path: Node(root_path, is_resource)}
@@ -133,6 +142,7 @@ def compile_definition(sd: JsonObject) -> Node:
                     False,
                     binding,
                     _targets([type_]),
+                    _profile(type_),
                 )
             parent.choices.append((name, tuple(names)))
             if cardinality_min > 0:
@@ -146,7 +156,16 @@ def compile_definition(sd: JsonObject) -> Node:
             if is_resource and path == f"{root_path}.id":
                 code = "id"  # the R4 snapshot types Resource.id as string; the spec (and JSON schema) say id
             rule = ElementRule(
-                name, name, path, code, cardinality_min, cardinality_max, many, binding, _targets(types)
+                name,
+                name,
+                path,
+                code,
+                cardinality_min,
+                cardinality_max,
+                many,
+                binding,
+                _targets(types),
+                _profile(types[0]) if types else None,
             )
             if path in parents:
                 rule.node = nodes[path] = Node(path)
@@ -177,6 +196,7 @@ def link_types(
         for rule in node.rules.values():
             rule.check = checks.get(rule.type_code)
             if rule.node is None and rule.check is None:
-                rule.node = datatypes.get(rule.type_code)
+                profiled = datatypes.get(rule.profile) if rule.profile else None
+                rule.node = profiled or datatypes.get(rule.type_code)
             if rule.node is not None:
                 stack.append(rule.node)

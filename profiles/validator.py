@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.errors import Issue, Unprocessable
-from fhir_server.model.definitions import core_structure_definitions, resource_types
+from fhir_server.model.definitions import (
+    CORE_PACKAGE,
+    core_structure_definitions,
+    iter_package,
+    resource_types,
+)
 from profiles.check import InstanceChecker
 from profiles.primitives import compile_primitives
 from profiles.references import ReferenceSyntax
@@ -96,20 +101,33 @@ def build_validator(
             resources[name] = compile_definition(sd)
         elif kind == "complex-type" or name == "Element":
             datatypes[name] = compile_definition(sd)
+    extensions: dict[str, Node] = {}
+    for sd in iter_package(CORE_PACKAGE, "StructureDefinition"):
+        if sd.get("derivation") != "constraint" or "snapshot" not in sd:
+            continue
+        if sd.get("type") == "Extension":
+            node = extensions[sd["url"]] = compile_definition(sd)
+            node.path = f"Extension({sd['url']})"  # messages then name the extension
+        elif sd.get("kind") == "complex-type" and sd["id"] not in datatypes:  # SimpleQuantity, MoneyQuantity
+            datatypes[sd["id"]] = compile_definition(sd)
     primitives = compile_primitives(definitions)
     link_types(
-        [*resources.values(), *datatypes.values()], datatypes, {k: p.check for k, p in primitives.items()}
+        [*resources.values(), *datatypes.values(), *extensions.values()],
+        datatypes,
+        {k: p.check for k, p in primitives.items()},
     )
     checker = InstanceChecker(
         resources=resources,
         datatypes=datatypes,
         terminology=terminology if terminology is not None else build_core_terminology(extra_packages),
         references=ReferenceSyntax(frozenset(resources)),
+        extensions=extensions,
     )
     logger.info(
-        "validator built: %d resource types, %d datatypes in %.2fs",
+        "validator built: %d resource types, %d datatypes, %d extensions in %.2fs",
         len(resources),
         len(datatypes),
+        len(extensions),
         time.perf_counter() - started,
     )
     return Validator(checker)

@@ -293,3 +293,30 @@ def test_every_resource_type_is_known_and_checked_for_cardinality(validator: Val
         codes = {issue.code for issue in found}
         assert codes <= {"structure", "required"}, (resource_type, found)
         assert ("structure", f"{resource_type}.unknownThing") in [(i.code, i.expression[0]) for i in found]
+
+
+def test_core_extension_definitions_are_enforced(validator: Validator) -> None:
+    absent = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+    wrong_type = patched(
+        PATIENT, birthDate=None, _birthDate={"extension": [{"url": absent, "valueString": "?"}]}
+    )
+    assert errors(validator, wrong_type) == [
+        ("structure", "Patient._birthDate.extension[0].valueString"),
+        ("required", "Patient._birthDate.extension[0].value[x]"),
+    ]
+    # patient-nationality is a complex extension: sub-extensions only, no value[x]
+    nationality = {"url": "http://hl7.org/fhir/StructureDefinition/patient-nationality", "valueCode": "CN"}
+    assert errors(validator, patched(PATIENT, extension=[nationality])) == [
+        ("structure", "Patient.extension[0].valueCode")
+    ]
+    # extensions the hub has no definition for are checked only as Extension
+    local = {"url": "http://yilian.example.cn/fhir/StructureDefinition/hukou", "valueString": "农业"}
+    assert errors(validator, patched(PATIENT, extension=[local])) == []
+
+
+def test_simple_quantity_has_no_comparator(validator: Validator) -> None:
+    low = {"value": 60, "comparator": "<", "unit": "/min"}
+    observation = patched(OBSERVATION, referenceRange=[{"low": low}])
+    assert errors(validator, observation) == [("structure", "Observation.referenceRange[0].low.comparator")]
+    with_comparator = patched(OBSERVATION, valueQuantity={"value": 5, "comparator": "<"})
+    assert errors(validator, with_comparator) == []  # Observation.value[x] is a full Quantity
