@@ -110,6 +110,61 @@ class SearchRegistry:
             self.by_url[param.url] = param
         return param
 
+    def check(self, sp_json: JsonObject) -> None:
+        """Reject a custom SearchParameter the engine cannot index (before it is stored)."""
+        for key in ("code", "type", "base"):
+            if not sp_json.get(key):
+                raise Unprocessable(f"SearchParameter needs '{key}'")
+        code = str(sp_json["code"])
+        if not code.replace("-", "").replace("_", "").isalnum() or code.startswith("_"):
+            raise Unprocessable(f"SearchParameter code '{code}' must be letters, digits and '-'")
+        if sp_json["type"] not in (
+            "number",
+            "date",
+            "string",
+            "token",
+            "reference",
+            "composite",
+            "quantity",
+            "uri",
+        ):
+            raise Unprocessable(f"SearchParameter type '{sp_json['type']}' cannot be indexed")
+        expression = sp_json.get("expression")
+        if not isinstance(expression, str) or not expression.strip():
+            raise Unprocessable("SearchParameter needs an 'expression' to be indexed")
+        if expression.count("(") != expression.count(")") or expression.count("'") % 2:
+            raise Unprocessable(f"SearchParameter expression is not well formed: {expression}")
+        for base in sp_json["base"]:
+            if base not in resource_types() and base not in ("Resource", "DomainResource"):
+                raise Unprocessable(f"SearchParameter base '{base}' is not a resource type")
+            sample = base if base in resource_types() else "Patient"
+            try:
+                compile_expression(expression, sample)
+            except Unsupported:
+                if not _fhirpath_evaluates(expression, sample):
+                    raise Unprocessable(
+                        f"SearchParameter expression cannot be evaluated: {expression}"
+                    ) from None
+        existing = self.by_url.get(str(sp_json.get("url", "")))
+        for base in sp_json["base"]:
+            current = self.get(base, code) if base in resource_types() else None
+            if (
+                current is not None
+                and current is not existing
+                and current.url.startswith("http://hl7.org/fhir/")
+            ):
+                raise Unprocessable(f"'{code}' is already an R4 search parameter of {base}")
+
+    def remove(self, url: str) -> None:
+        """Forget a custom SearchParameter (its SearchParameter resource was deleted)."""
+        param = self.by_url.pop(url, None)
+        if param is None:
+            return
+        for rtype, params in self.by_type.items():
+            if params.get(param.code) is param:
+                del params[param.code]
+                self._compiled.pop(rtype, None)
+
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         return self.by_type.get(resource_type, {}).get(code)
 
@@ -194,6 +249,17 @@ def _fhirpath_extractor(expression: str, resource_type: str | None) -> NodeExtra
         return [(v, None, None) for v in values]
 
     return extract
+
+
+def _fhirpath_evaluates(expression: str, resource_type: str) -> bool:
+    import fhirpathpy
+    from fhirpathpy.models import models
+
+    try:
+        fhirpathpy.evaluate({"resourceType": resource_type}, expression, {}, models["r4"])
+    except Exception:  # noqa: BLE001 - fhirpathpy signals grammar errors with bare exceptions
+        return False
+    return True
 
 
 def build_registry() -> SearchRegistry:

@@ -76,3 +76,17 @@ def delete_index(conn: sqlite3.Connection, rid: int) -> None:
     """Remove every index row of `rid` (resource deleted or about to be re-indexed)."""
     for table in TABLES:
         conn.execute(f"DELETE FROM {table} WHERE rid = ?", (rid,))
+
+
+def rewrite_index(
+    conn: sqlite3.Connection, resource_type: str, resource_id: str, entries: IndexEntries
+) -> bool:
+    """Replace the index rows of a current resource ($reindex); False if it does not exist."""
+    row = conn.execute(
+        "SELECT rid FROM resource WHERE type = ? AND id = ? AND deleted = 0", (resource_type, resource_id)
+    ).fetchone()
+    if row is None:
+        return False
+    delete_index(conn, row[0])
+    write_index(conn, row[0], entries)
+    return True
