@@ -149,6 +149,11 @@ class Orthanc(Target):
 class Yilian(Target):
     name, aet = "YiLian", "YILIAN"
 
+    def __init__(self, workers: int = 2, fsync: bool = True) -> None:
+        self.workers, self.fsync = workers, fsync
+        if not fsync:
+            self.name = "YiLian no-fsync"
+
     def start(self, work: Path) -> None:
         self.port, self.http = free_port(), free_port()
         db = str(work / "yilian" / "hub.db")
@@ -157,7 +162,12 @@ class Yilian(Target):
             "--dicom-port", str(self.port), "--mllp-port", "0", "--db", db, "--log-level", "WARNING",
         ]  # fmt: skip
         (work / "yilian").mkdir()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = dict(
+            os.environ, YILIAN_DICOM_WORKERS=str(self.workers), YILIAN_DICOM_FSYNC=str(self.fsync).lower()
+        )
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_port(self.port, 60)
         wait_port(self.http, 60)
 
@@ -185,9 +195,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="rows = columns (512 → 0.5 MB per instance)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--targets", default="storescp,orthanc,yilian")
+    parser.add_argument("--workers", type=int, default=2, help="YiLian storage worker processes")
+    parser.add_argument(
+        "--no-fsync", action="store_true", help="also run YiLian without fsync (cost of durability)"
+    )
     args = parser.parse_args()
     wanted = {t.strip() for t in args.targets.split(",")}
-    targets = [t for t in (Storescp(), Orthanc(), Yilian()) if t.name.split()[-1].lower() in wanted]
+    candidates: list[Target] = [Storescp(), Orthanc(), Yilian(args.workers)]
+    if args.no_fsync:
+        candidates.append(Yilian(args.workers, fsync=False))
+    targets = [
+        t for t in candidates if t.name.split()[-1 if t.name != "YiLian no-fsync" else 0].lower() in wanted
+    ]
     if not shutil.which("storescu"):
         sys.exit("dcmtk (storescu) is required")
     print(f"{args.count} instances of {args.size}x{args.size}x16 bit, {args.runs} run(s) each, TCP_NODELAY=1")
@@ -197,7 +216,7 @@ def main() -> None:
             if target.name == "Orthanc" and not shutil.which("Orthanc"):
                 print("Orthanc: not installed, skipped")
                 continue
-            tdir = work / target.name.replace(" ", "_")
+            tdir = work / target.name.replace(" ", "_").replace("-", "_")
             tdir.mkdir()
             target.start(tdir)
             try:

@@ -57,11 +57,11 @@ class InstanceWriteError(AdapterError):
 class PendingWrite:
     """An instance's bytes on their way to disk (see `InstanceStore.begin`)."""
 
-    def __init__(self, future: Future[tuple[str, Path | None]], size: int) -> None:
+    def __init__(self, future: Future[tuple[str, bool]], size: int) -> None:
         self._future = future
         self.size = size
 
-    def result(self) -> tuple[str, Path | None]:
+    def result(self) -> tuple[str, bool]:
         return self._future.result()
 
 
@@ -149,10 +149,12 @@ class InstanceStore:
         return PendingWrite(self._io.submit(self._stage, part10), len(part10))
 
     def abandon(self, pending: PendingWrite) -> None:
+        """The dataset failed its checks: remove the file `begin` placed, unless something references it."""
         with contextlib.suppress(InstanceWriteError):
-            _sha, tmp = pending.result()
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+            sha, created = pending.result()
+            if created:
+                with self._lock:
+                    self._drop_if_unreferenced(sha)
 
     def put(
         self,
@@ -176,15 +178,14 @@ class InstanceStore:
         """Finish a `begin`: move the flushed file into place, then index it (after which it exists)."""
         when = (received_at or datetime.now(UTC)).isoformat(timespec="milliseconds")
         sop_uid = summary.sop_instance_uid
-        sha, tmp = pending.result()
+        sha, created = pending.result()
         if self.duplicate_policy == "keep":
             existing = self.get(sop_uid)
             if existing is not None:
-                if tmp is not None:
-                    tmp.unlink(missing_ok=True)
+                if created:
+                    with self._lock:
+                        self._drop_if_unreferenced(sha)
                 return _with_outcome(existing, "duplicate-kept")
-        if tmp is not None:
-            self._place(tmp, sha)
         record = StoredInstance(summary, sha, pending.size, when, calling_ae, member)
         with self._lock:
             try:
@@ -225,11 +226,15 @@ class InstanceStore:
                 self._drop_if_unreferenced(row[0])
         return _with_outcome(record, "replaced" if row is not None else "stored")
 
-    def _stage(self, data: bytes) -> tuple[str, Path | None]:
-        """(sha256, flushed tmp file or None when that content is already stored). Runs on the I/O pool."""
+    def _stage(self, data: bytes) -> tuple[str, bool]:
+        """Hash, write to tmp, flush, move into place, flush the directory; (sha256, file created).
+
+        Runs on the I/O pool. A placed file is invisible until `commit` indexes it; `abandon` removes it,
+        and `reindex_orphans` only ever indexes files that pass the same checks.
+        """
         sha = hashlib.sha256(data).hexdigest()
         if self.path_for(sha).exists():
-            return sha, None
+            return sha, False
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -246,7 +251,8 @@ class InstanceStore:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise InstanceWriteError(f"cannot write instance file: {exc.strerror or exc}") from exc
-        return sha, tmp
+        self._place(tmp, sha)
+        return sha, True
 
     def _place(self, tmp: Path, sha: str) -> None:
         final = self.path_for(sha)

@@ -98,7 +98,7 @@ def _storage_only(conn: socket.socket) -> bool:
 
 def start_server(
     ae: AE, host: str, port: int, handlers: DicomHandlers, dispatch: Dispatch | None = None
-) -> ThreadedAssociationServer:
+) -> DispatchingServer:
     bindings: list[Any] = handlers.bindings()
     server = ae.make_server(
         (host, port), evt_handlers=bindings, server_class=DispatchingServer, dispatch=dispatch

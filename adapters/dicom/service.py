@@ -11,13 +11,11 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from pynetdicom.transport import ThreadedAssociationServer
-
 from adapters.base import Sink
 from adapters.dicom.handlers import DicomHandlers
 from adapters.dicom.instances import InstanceStore, open_instance_store
 from adapters.dicom.publish import StudyBuffer, StudyPublisher
-from adapters.dicom.scp import MAX_PDU, build_ae, start_server
+from adapters.dicom.scp import MAX_PDU, DispatchingServer, build_ae, start_server
 from adapters.dicom.workers import WorkerPool, worker_config
 from fhir_server.settings import Settings
 
@@ -32,7 +30,7 @@ class DicomService:
     instances: InstanceStore
     publisher: StudyPublisher
     buffer: StudyBuffer
-    _server: ThreadedAssociationServer
+    _server: DispatchingServer
     _pool: WorkerPool | None = None
 
     async def close(self) -> None:

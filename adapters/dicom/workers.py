@@ -33,6 +33,7 @@ from adapters.dicom.summary import InvalidInstance
 log = logging.getLogger(__name__)
 
 NETWORK_TIMEOUT = 60.0
+READY_TIMEOUT = 60.0
 StoreResult = tuple[int, str | None]
 
 
@@ -69,6 +70,15 @@ class WorkerPool:
             env=env,
         )
         theirs.close()
+        ours.settimeout(READY_TIMEOUT)
+        try:
+            ready = ours.recv(6)  # imports take a while; connections must not queue behind them
+        except TimeoutError:
+            ready = b""
+        ours.settimeout(None)
+        if ready != b"ready\n":
+            log.error("DICOM storage worker did not start; storage stays in-process")
+            process.terminate()
         reader = threading.Thread(target=self._read, args=(ours,), name="dicom-worker-reader", daemon=True)
         reader.start()
         return _Worker(process, ours, reader)
@@ -161,6 +171,7 @@ def _worker_main(control_fd: int, config: dict[str, object]) -> None:
             with send_lock, contextlib.suppress(OSError):
                 control.sendall(("\t".join(sorted(studies)) + "\n").encode("ascii"))
 
+    control.sendall(b"ready\n")
     threads: list[threading.Thread] = []
     while True:
         try:

@@ -126,3 +126,40 @@ async def test_studies_registered_over_fhir_are_found_too(hub_listener):
         _q("STUDY", PatientName="ZHAO*", StudyDate="20261120", StudyInstanceUID="", ModalitiesInStudy=""),
     )  # fmt: skip
     assert [(f.StudyInstanceUID, f.ModalitiesInStudy) for f in found] == [(uid, "US")]
+
+
+async def test_turnaround_is_queryable_per_member_over_fhir(hub_listener, tmp_path):
+    from adapters.base import HttpSink
+    from adapters.dicom.commands import collect
+
+    service, client = hub_listener
+    study = generate_uid()
+    await asyncio.to_thread(_store_all, service.port, [make_instance(study, generate_uid())])
+
+    async def imaging_study():
+        r = await client.get("/fhir/ImagingStudy", params={"identifier": f"urn:dicom:uid|urn:oid:{study}"})
+        entries = r.json().get("entry", [])
+        return entries[0]["resource"] if entries else None
+
+    img = await wait_for(imaging_study)
+    received = img["extension"][0]["valueDateTime"]
+    from datetime import datetime, timedelta
+
+    issued = (datetime.fromisoformat(received) + timedelta(minutes=25)).isoformat()
+    report = {
+        "resourceType": "DiagnosticReport",
+        "status": "final",
+        "code": {"text": "胸部CT报告"},
+        "subject": img["subject"],
+        "issued": issued,
+        "imagingStudy": [{"reference": f"ImagingStudy/{img['id']}"}],
+    }
+    assert (await client.post("/fhir/DiagnosticReport", json=report)).status_code == 201
+    app = client._transport.app  # the same hub app, through HttpSink as the CLI command uses it
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    rows = await collect(HttpSink("http://t/fhir", client=http), "org-town-a")
+    assert [(r.study_uid, r.category, round(r.minutes or 0), r.met) for r in rows] == [
+        (study, "outpatient", 25, True)
+    ]
+    assert await collect(HttpSink("http://t/fhir", client=httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t")), "org-elsewhere") == []  # fmt: skip

@@ -266,3 +266,44 @@ async def test_modality_worklist_lists_scheduled_imaging_requests(tmp_path):
         assert item.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "TOWNA"
     finally:
         await service.close()
+
+
+def _raw_partial_store(port: int, data: bytes, abort: bool) -> None:
+    """Associate, send a C-STORE command and half its dataset, then abort or just drop the connection."""
+    import socket
+    import struct
+
+    from tests.adapters.dicom.test_storage_scp import CT, _rq
+
+    def elem(element: int, value: bytes) -> bytes:
+        value += b"\x00" * (len(value) % 2)
+        return struct.pack("<HHI", 0, element, len(value)) + value
+
+    def pdata(control: int, payload: bytes) -> bytes:
+        pdv = struct.pack(">IBB", len(payload) + 2, 1, control) + payload
+        return struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
+
+    sop = b"1.2.3.4.5.6.7.8.9"
+    body = elem(0x0002, CT.encode()) + elem(0x0100, struct.pack("<H", 1)) + elem(0x0110, struct.pack("<H", 1))
+    body += elem(0x0700, struct.pack("<H", 0)) + elem(0x0800, struct.pack("<H", 0)) + elem(0x1000, sop)
+    command = elem(0x0000, struct.pack("<I", len(body))) + body
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(_rq([(CT, ["1.2.840.10008.1.2.1"])]))
+        header = s.recv(6)
+        assert header[0] == 0x02
+        s.recv(int.from_bytes(header[2:6], "big"), socket.MSG_WAITALL)
+        s.sendall(pdata(0x03, command) + pdata(0x00, data[: len(data) // 2]))
+        if abort:
+            s.sendall(struct.pack(">BBI", 0x07, 0, 4) + b"\x00\x00\x00\x00")
+
+
+@pytest.mark.parametrize("abort", [True, False], ids=["A-ABORT", "connection-dropped"])
+async def test_peer_gone_mid_dataset_stores_nothing_and_listener_keeps_serving(listener, abort):
+    service, _ = listener
+    ds = make_instance(generate_uid(), generate_uid(), sop_uid="1.2.3.4.5.6.7.8.9")
+    await asyncio.to_thread(_raw_partial_store, service.port, dataset_bytes(part10(ds)), abort)
+    await asyncio.sleep(0.3)
+    assert service.instances.get("1.2.3.4.5.6.7.8.9") is None
+    assert list((service.instances.root / "tmp").iterdir()) == []
+    assert await asyncio.to_thread(_store_all, service.port, [ds]) == [0]
+    assert service.instances.get("1.2.3.4.5.6.7.8.9") is not None
