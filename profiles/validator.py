@@ -65,7 +65,15 @@ class Validator:
                 )
             )
             return issues
-        self.checker.check_resource(resource, actual if isinstance(actual, str) else "Resource", issues)
+        root = actual if isinstance(actual, str) else "Resource"
+        try:
+            self.checker.check_resource(resource, root, issues)
+        except (
+            RecursionError
+        ):  # absurdly deep nesting (Questionnaire.item inside item ...): refuse, don't crash
+            issues.append(
+                Issue("error", "too-costly", "the resource is nested too deeply to validate", (root,))
+            )
         return issues
 
     def ensure_valid(self, resource: Any, resource_type: str | None = None) -> list[Issue]:

@@ -6,6 +6,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fhir_server.errors import Unprocessable
 from fhir_server.model.definitions import resource_types
@@ -320,3 +322,41 @@ def test_simple_quantity_has_no_comparator(validator: Validator) -> None:
     assert errors(validator, observation) == [("structure", "Observation.referenceRange[0].low.comparator")]
     with_comparator = patched(OBSERVATION, valueQuantity={"value": 5, "comparator": "<"})
     assert errors(validator, with_comparator) == []  # Observation.value[x] is a full Quantity
+
+
+def test_absurd_nesting_is_refused_not_crashed(validator: Validator) -> None:
+    item: dict[str, Any] = {"linkId": "leaf", "type": "display"}
+    for depth in range(5000):
+        item = {"linkId": str(depth), "type": "group", "item": [item]}
+    questionnaire = {"resourceType": "Questionnaire", "status": "draft", "item": [item]}
+    assert errors(validator, questionnaire) == [("too-costly", "Questionnaire")]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["id", "text", "value", "system", "code", "extension", "url", "_given", "x"]),
+            children,
+            max_size=3,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    field=st.sampled_from(
+        ["name", "telecom", "gender", "birthDate", "contact", "extension", "_birthDate", "link"]
+    ),
+    value=json_values,
+)
+def test_arbitrary_json_never_crashes_and_bad_shapes_are_errors(
+    validator: Validator, field: str, value: Any
+) -> None:
+    found = validator.validate({"resourceType": "Patient", field: value})
+    assert all(issue.expression and issue.expression[0].startswith("Patient") for issue in found)
+    if value is None or value == [] or value == {} or value == "":
+        assert any(is_error(issue) for issue in found)
