@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir_server.model.definitions import resource_types
 from fhir_server.search.ast import (
     Chain,
     CompositeValue,
@@ -338,7 +339,9 @@ def sort_sql(key: SortKey, outer: str, params: list[Any]) -> str:
 
 def where_sql(query: SearchQuery, driver: int | None, params: list[Any]) -> str:
     b = _Builder()
-    conds = [_in("r.type", list(query.types), params), "r.deleted = 0"]
+    conds = ["r.deleted = 0"]
+    if len(query.types) < len(resource_types()):  # a system search over every type needs no type test
+        conds.insert(0, _in("r.type", list(query.types), params))
     for i, f in enumerate(query.filters):
         conds.append(filter_sql(f, "r", "in" if i == driver else "exists", b, params))
     return " AND ".join(conds)
