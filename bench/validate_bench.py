@@ -29,9 +29,43 @@ SAMPLES = {
 }
 
 
+# What the HL7 v2 adapter typically writes: small, no narrative.
+TYPICAL: dict[str, dict[str, Any]] = {
+    "Patient(typical)": {
+        "resourceType": "Patient",
+        "identifier": [{"system": "urn:oid:2.16.156.10011.1.2", "value": "110101199003074514"}],
+        "name": [{"family": "张", "given": ["三"]}],
+        "gender": "male",
+        "birthDate": "1990-03-07",
+        "telecom": [{"system": "phone", "value": "13800000000"}],
+        "address": [{"city": "北京", "district": "东城区"}],
+        "managingOrganization": {"reference": "Organization/county-hospital"},
+    },
+    "Observation(typical)": {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Hemoglobin"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2024-05-01T08:30:00+08:00",
+        "valueQuantity": {"value": 135, "unit": "g/L", "system": "http://unitsofmeasure.org", "code": "g/L"},
+        "referenceRange": [{"low": {"value": 120, "unit": "g/L"}, "high": {"value": 160, "unit": "g/L"}}],
+    },
+}
+
+
 def load_samples() -> dict[str, dict[str, Any]]:
     wanted = {(label.split("(")[0], ident): label for label, ident in SAMPLES.items()}
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, dict[str, Any]] = dict(TYPICAL)
     for resource in iter_package(EXAMPLES):
         label = wanted.get((resource["resourceType"], resource.get("id", "")))
         if label:

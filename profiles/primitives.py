@@ -68,6 +68,14 @@ def _base64_check(value: Any) -> str | None:
     return None
 
 
+def _xhtml_check(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"expected a JSON string for xhtml, got {_kind(value)}"
+    if not value.lstrip().startswith("<div"):
+        return "narrative XHTML must be a single <div> element"
+    return None
+
+
 def _boolean_check(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
@@ -142,6 +150,8 @@ def compile_primitives(structure_definitions: dict[str, JsonObject]) -> dict[str
             check = _decimal_check
         elif name == "base64Binary":
             check = _base64_check
+        elif name == "xhtml":
+            check = _xhtml_check
         else:
             check = _string_check(name, _declared_regex(sd))
         out[name] = PrimitiveType(name, check)
