@@ -9,7 +9,7 @@ Standards content stays data: nothing here is written per resource type.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,10 +182,8 @@ def _with_underscores(names: list[str]) -> tuple[str, ...]:
     return tuple(names) + tuple("_" + name for name in names)
 
 
-def link_types(
-    roots: Iterable[Node], datatypes: Mapping[str, Node], checks: Mapping[str, PrimitiveCheck]
-) -> None:
-    """Point every rule at its primitive checker or datatype node, so walking needs no type lookups."""
+def walk_rules(roots: Iterable[Node]) -> Iterator[ElementRule]:
+    """Every rule reachable from `roots`, each node visited once (the graph has cycles)."""
     seen: set[int] = set()
     stack = list(roots)
     while stack:
@@ -194,9 +192,17 @@ def link_types(
             continue
         seen.add(id(node))
         for rule in node.rules.values():
-            rule.check = checks.get(rule.type_code)
-            if rule.node is None and rule.check is None:
-                profiled = datatypes.get(rule.profile) if rule.profile else None
-                rule.node = profiled or datatypes.get(rule.type_code)
+            yield rule
             if rule.node is not None:
                 stack.append(rule.node)
+
+
+def link_types(
+    roots: Iterable[Node], datatypes: Mapping[str, Node], checks: Mapping[str, PrimitiveCheck]
+) -> None:
+    """Point every rule at its primitive checker or datatype node, so walking needs no type lookups."""
+    for rule in walk_rules(roots):  # linking before the walker descends: it then follows the new node
+        rule.check = checks.get(rule.type_code)
+        if rule.node is None and rule.check is None:
+            profiled = datatypes.get(rule.profile) if rule.profile else None
+            rule.node = profiled or datatypes.get(rule.type_code)

@@ -28,7 +28,7 @@ from fhir_server.model.definitions import (
 from profiles.check import InstanceChecker
 from profiles.primitives import compile_primitives
 from profiles.references import ReferenceSyntax
-from profiles.structure import Node, compile_definition, link_types
+from profiles.structure import Node, compile_definition, link_types, walk_rules
 from terminology.service import TerminologyService
 from terminology.valuesets import build_core_terminology
 
@@ -119,23 +119,30 @@ def build_validator(
         elif sd.get("kind") == "complex-type" and sd["id"] not in datatypes:  # SimpleQuantity, MoneyQuantity
             datatypes[sd["id"]] = compile_definition(sd)
     primitives = compile_primitives(definitions)
+    roots = [*resources.values(), *datatypes.values(), *extensions.values()]
     link_types(
-        [*resources.values(), *datatypes.values(), *extensions.values()],
+        roots,
         datatypes,
         {k: p.check for k, p in primitives.items()},
     )
+    service = terminology if terminology is not None else build_core_terminology(extra_packages)
+    bindings = {rule.binding for rule in walk_rules(roots) if rule.binding is not None}
+    expandable = sum(service.expand(url) is not None for url in sorted(bindings))  # warm, off the hot path
     checker = InstanceChecker(
         resources=resources,
         datatypes=datatypes,
-        terminology=terminology if terminology is not None else build_core_terminology(extra_packages),
+        terminology=service,
         references=ReferenceSyntax(frozenset(resources)),
         extensions=extensions,
     )
     logger.info(
-        "validator built: %d resource types, %d datatypes, %d extensions in %.2fs",
+        "validator built: %d resource types, %d datatypes, %d extensions, %d/%d required value sets "
+        "expandable, in %.2fs",
         len(resources),
         len(datatypes),
         len(extensions),
+        expandable,
+        len(bindings),
         time.perf_counter() - started,
     )
     return Validator(checker)

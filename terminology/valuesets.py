@@ -10,6 +10,7 @@ not guess. Expansions are computed lazily and cached, so loading stays cheap.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ JsonObject = dict[str, Any]
 Expansion = frozenset[tuple[str, str]]
 
 _HIERARCHY_OPS = frozenset({"is-a", "descendent-of", "is-not-a"})
+_MISSING: frozenset[tuple[str, str]] = frozenset({("", "missing")})  # sentinel, never a real expansion
 
 
 class _Unexpandable(Exception):
@@ -91,6 +93,8 @@ class PackageTerminology:
     value_sets: dict[str, JsonObject] = field(default_factory=dict)
     _expansions: dict[str, Expansion | None] = field(default_factory=dict, repr=False)
     _codes: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _in_progress: set[str] = field(default_factory=set, repr=False)
 
     def add(self, resource: JsonObject) -> None:
         """Register a CodeSystem or ValueSet; later additions replace earlier ones with the same url."""
@@ -115,15 +119,25 @@ class PackageTerminology:
     # -- TerminologyService -------------------------------------------------------------------------
     def expand(self, valueset_url: str) -> Expansion | None:
         url = canonical_url(valueset_url)
-        if url in self._expansions:
-            return self._expansions[url]
-        self._expansions[url] = None  # guards against include cycles
+        cached = self._expansions.get(url, _MISSING)
+        if cached is not _MISSING:
+            return cached
+        with self._lock:
+            cached = self._expansions.get(url, _MISSING)
+            return self._expand_locked(url) if cached is _MISSING else cached
+
+    def _expand_locked(self, url: str) -> Expansion | None:
+        if url in self._in_progress:  # an include cycle: this part cannot be evaluated
+            return None
+        self._in_progress.add(url)
         try:
             result: Expansion | None = self._expand(url)
         except _Unexpandable as exc:
             logger.debug("ValueSet %s not expandable locally: %s", url, exc)
             result = None
-        self._expansions[url] = result
+        finally:
+            self._in_progress.discard(url)
+        self._expansions[url] = result  # published only when final: readers skip the lock
         return result
 
     def validate_code(self, valueset_url: str, system: str | None, code: str) -> bool | None:
@@ -133,7 +147,7 @@ class PackageTerminology:
         if system is not None:
             return (system, code) in expansion
         codes = self._codes.get(valueset_url)
-        if codes is None:
+        if codes is None:  # built from a final expansion; a race only builds it twice
             codes = self._codes[valueset_url] = frozenset(c for _, c in expansion)
         return code in codes
 
