@@ -129,6 +129,11 @@ def test_strict_rejects_and_lenient_drops() -> None:
     ):
         with pytest.raises(InvalidSearch):
             parse("Observation" if "subject" in bad or "value" in bad or "include" in bad else "Patient", bad)
+    for unsupported in ("_text=x", "_content=x", "_query=x"):
+        with pytest.raises(InvalidSearch, match="not supported"):
+            parse("Patient", unsupported)
+    with pytest.raises(InvalidSearch, match="not supported"):
+        parse("Location", "near=1|2|3|km")
     q = parse("Patient", "nonsense=1&gender=male", strict=False)
     assert q.ignored == ("nonsense",) and query_string(q) == "gender=male"
 
