@@ -15,6 +15,7 @@ import calendar
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from fhir_server.model.definitions import JsonObject
@@ -98,9 +99,10 @@ def _int_check(name: str) -> PrimitiveCheck:
 
 
 def _decimal_check(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    # Decimal too: a parser may keep precision with parse_float=Decimal (FHIR decimals carry precision)
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return f"expected a JSON number for decimal, got {_kind(value)}"
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float | Decimal) and not math.isfinite(value):
         return "decimal must be finite"
     return None
 
@@ -110,7 +112,7 @@ def _kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         return "number"
     if isinstance(value, str):
         return "string"
