@@ -204,7 +204,7 @@ def parse_filter(registry: SearchRegistry, types: tuple[str, ...], key: str, val
             raise _Skip(f"No target of '{name}' has a parameter '{inner_key}'")
         return Chain(ref, targets, parse_filter(registry, targets, rest, value))
     ref, param = param_ref(registry, types, name)
-    if ref.type != "special" and (not param.expression or param.type == "special"):
+    if name not in ("_id", "_lastUpdated") and (not param.expression or param.type == "special"):
         raise _Skip(f"Search parameter '{name}' is not supported by this server")
     kind = param.type if ref.type != "special" else ("token" if name == "_id" else "date")
     mod = modifier or None
