@@ -7,7 +7,7 @@ those once (DIMSE status / STOW FailureReason). Publishing the study is the call
 from __future__ import annotations
 
 from adapters.dicom import vocabulary as v
-from adapters.dicom.instances import InstanceStore, InstanceWriteError, StoredInstance
+from adapters.dicom.instances import InstanceStore, InstanceWriteError, PendingWrite, StoredInstance
 from adapters.dicom.summary import InvalidInstance, summarize
 
 
@@ -27,8 +27,11 @@ def receive(
     member: str,
     expected_sop_uid: str | None = None,
     expected_study_uid: str | None = None,
+    pending: PendingWrite | None = None,
 ) -> StoredInstance:
-    pending = store.begin(part10)  # the flush to disk runs while the dataset is checked
+    """Check and store one Part 10 instance; `pending` when its bytes were already streamed to disk."""
+    if pending is None:
+        pending = store.begin(part10)  # the flush to disk runs while the dataset is checked
     try:
         summary = summarize(part10)
         if expected_sop_uid is not None and summary.sop_instance_uid != expected_sop_uid:

@@ -65,6 +65,47 @@ class PendingWrite:
         return self._future.result()
 
 
+class StreamWrite:
+    """An instance written to its tmp file fragment by fragment as the network delivers it.
+
+    Hashing and writing then overlap with receiving, so once the last fragment is in, only the flush
+    (on the I/O pool, beside the dataset check) stands between the peer and its status. `finish` gives
+    the same `PendingWrite` as `InstanceStore.begin`; a failed write is reported there, not mid-stream,
+    because the peer's remaining fragments must be read anyway.
+    """
+
+    def __init__(self, store: InstanceStore, tmp: Path, fd: int) -> None:
+        self._store, self._tmp, self._fd = store, tmp, fd
+        self._sha = hashlib.sha256()
+        self._error: InstanceWriteError | None = None
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self._error = InstanceWriteError(f"cannot write instance file: {exc.strerror or exc}")
+            return
+        self._sha.update(data)
+        self.size += len(data)
+
+    def finish(self) -> PendingWrite:
+        if self._error is not None:
+            self.discard()
+            raise self._error
+        return self._store.flush_stream(self._tmp, self._fd, self._sha.hexdigest(), self.size)
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._tmp.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class StoredInstance:
     """One indexed instance: its summary, where its bytes are and who sent it."""
@@ -225,6 +266,36 @@ class InstanceStore:
             if row is not None and row[0] != sha:
                 self._drop_if_unreferenced(row[0])
         return _with_outcome(record, "replaced" if row is not None else "stored")
+
+    def open_stream(self) -> StreamWrite:
+        """A tmp file to write an instance into while it is still arriving (see `StreamWrite`)."""
+        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise InstanceWriteError(f"cannot create instance file: {exc.strerror or exc}") from exc
+        return StreamWrite(self, tmp, fd)
+
+    def flush_stream(self, tmp: Path, fd: int, sha: str, size: int) -> PendingWrite:
+        """Flush and place a streamed file on the I/O pool (called by `StreamWrite.finish`)."""
+        return PendingWrite(self._io.submit(self._finish_stream, tmp, fd, sha), size)
+
+    def _finish_stream(self, tmp: Path, fd: int, sha: str) -> tuple[str, bool]:
+        try:
+            try:
+                if self._fsync:
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise InstanceWriteError(f"cannot flush instance file: {exc.strerror or exc}") from exc
+        if self.path_for(sha).exists():
+            tmp.unlink(missing_ok=True)
+            return sha, False
+        self._place(tmp, sha)
+        return sha, True
 
     def _stage(self, data: bytes) -> tuple[str, bool]:
         """Hash, write to tmp, flush, move into place, flush the directory; (sha256, file created).

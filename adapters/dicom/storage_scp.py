@@ -18,6 +18,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from adapters.dicom import vocabulary as v
 from adapters.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
@@ -28,8 +29,35 @@ APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 C_STORE_RQ, C_STORE_RSP, C_ECHO_RQ, C_ECHO_RSP = 0x0001, 0x8001, 0x0030, 0x8030
 NO_DATASET = 0x0101
 
-StoreFn = Callable[[str, str, str, str, bytes], tuple[int, str | None]]
-# (calling AE, SOP class, SOP instance, transfer syntax, dataset bytes) -> (status, study uid if stored)
+
+class InstanceWriter(Protocol):
+    """Receives one C-STORE dataset fragment by fragment; `finish` gives (status, study UID if stored)."""
+
+    def write(self, fragment: bytes) -> None: ...
+
+    def finish(self) -> tuple[int, str | None]: ...
+
+    def abort(self) -> None: ...
+
+
+StartFn = Callable[[str, str, str, str], InstanceWriter]
+# (calling AE, SOP class, SOP instance, transfer syntax) -> the writer for that instance's dataset
+
+
+class _Refused:
+    """Swallows the dataset of a C-STORE refused before it arrived (SOP class not the context's)."""
+
+    def __init__(self, status: int) -> None:
+        self._status = status
+
+    def write(self, fragment: bytes) -> None:
+        return None
+
+    def finish(self) -> tuple[int, str | None]:
+        return self._status, None
+
+    def abort(self) -> None:
+        return None
 
 
 class ProtocolError(Exception):
@@ -227,7 +255,7 @@ class Policy:
     max_pdu: int = 1024 * 1024
 
 
-def serve_storage(sock: socket.socket, policy: Policy, store: StoreFn) -> tuple[str, set[str]]:
+def serve_storage(sock: socket.socket, policy: Policy, start: StartFn) -> tuple[str, set[str]]:
     """Run one storage association to its end; (calling AE, Study Instance UIDs stored)."""
     studies: set[str] = set()
     _, rq = read_pdu(sock)
@@ -238,17 +266,16 @@ def serve_storage(sock: socket.socket, policy: Policy, store: StoreFn) -> tuple[
     result = negotiate(req)
     sock.sendall(build_associate_ac(req, result, policy.max_pdu))
     command: list[bytes] = []
-    dataset: list[bytes] = []
-    current: dict[int, bytes] | None = None
-    context = 0
+    current: tuple[dict[int, bytes], int, InstanceWriter] | None = None  # command, context, writer
     try:
         while True:
             pdu_type, body = read_pdu(sock)
-            if pdu_type == 0x05:
-                sock.sendall(RELEASE_RP)
+            if pdu_type in (0x05, 0x07):
+                if current is not None:
+                    current[2].abort()  # the instance in flight is dropped, never half-stored
+                if pdu_type == 0x05:
+                    sock.sendall(RELEASE_RP)
                 return req.calling_ae, studies
-            if pdu_type == 0x07:
-                return req.calling_ae, studies  # peer aborted: the instance in flight is dropped
             if pdu_type != 0x04:
                 raise ProtocolError(f"unexpected PDU type {pdu_type:#x}")
             for ctx_id, control, fragment in iter_pdvs(body):
@@ -257,21 +284,26 @@ def serve_storage(sock: socket.socket, policy: Policy, store: StoreFn) -> tuple[
                 if control & 0x01:
                     command.append(bytes(fragment))
                     if control & 0x02:
-                        current, context = parse_command(b"".join(command)), ctx_id
+                        cmd = parse_command(b"".join(command))
                         command = []
-                        if _us(current.get(0x0800, b"")) == NO_DATASET:
-                            _answer(sock, current, context, result, req.calling_ae, b"", store, studies)
-                            current = None
+                        if _us(cmd.get(0x0800, b"")) == NO_DATASET:
+                            _echo(sock, cmd, ctx_id)
+                        else:
+                            current = (cmd, ctx_id, _writer(cmd, ctx_id, result, req.calling_ae, start))
+                elif current is None:
+                    raise ProtocolError("dataset without a command")
                 else:
-                    dataset.append(bytes(fragment))
+                    current[2].write(bytes(fragment))
                     if control & 0x02:
-                        if current is None:
-                            raise ProtocolError("dataset without a command")
-                        data = b"".join(dataset)
-                        dataset = []
-                        _answer(sock, current, context, result, req.calling_ae, data, store, studies)
+                        cmd, ctx, writer = current
                         current = None
+                        status, study = writer.finish()
+                        if study:
+                            studies.add(study)
+                        _respond(sock, cmd, ctx, status)
     except (ProtocolError, ConnectionError, OSError) as exc:
+        if current is not None:
+            current[2].abort()
         log.warning("storage association from %s ended abnormally: %s", req.calling_ae, exc)
         try:
             sock.sendall(ABORT)
@@ -280,30 +312,26 @@ def serve_storage(sock: socket.socket, policy: Policy, store: StoreFn) -> tuple[
         return req.calling_ae, studies
 
 
-def _answer(
-    sock: socket.socket,
-    cmd: dict[int, bytes],
-    ctx_id: int,
-    result: Negotiated,
-    calling: str,
-    data: bytes,
-    store: StoreFn,
-    studies: set[str],
-) -> None:
-    field_ = _us(cmd.get(0x0100, b""))
-    message_id = _us(cmd.get(0x0110, b""))
+def _writer(
+    cmd: dict[int, bytes], ctx_id: int, result: Negotiated, calling: str, start: StartFn
+) -> InstanceWriter:
+    if _us(cmd.get(0x0100, b"")) != C_STORE_RQ:
+        raise ProtocolError("only C-STORE carries a dataset on a storage association")
     sop_class = _uid(cmd.get(0x0002, b""))
-    if field_ == C_ECHO_RQ:
-        sock.sendall(p_data(ctx_id, build_response(C_ECHO_RSP, message_id, sop_class, v.SUCCESS, "")))
-        return
-    if field_ != C_STORE_RQ:
-        raise ProtocolError(f"command {field_:#06x} is not served on a storage association")
-    sop_instance = _uid(cmd.get(0x1000, b""))
     abstract, transfer_syntax = result.accepted[ctx_id]
     if sop_class != abstract:
-        status, study = v.DATASET_DOES_NOT_MATCH_SOP_CLASS, None
-    else:
-        status, study = store(calling, sop_class, sop_instance, transfer_syntax, data)
-    if study:
-        studies.add(study)
+        return _Refused(v.DATASET_DOES_NOT_MATCH_SOP_CLASS)
+    return start(calling, sop_class, _uid(cmd.get(0x1000, b"")), transfer_syntax)
+
+
+def _echo(sock: socket.socket, cmd: dict[int, bytes], ctx_id: int) -> None:
+    if _us(cmd.get(0x0100, b"")) != C_ECHO_RQ:
+        raise ProtocolError("command without a dataset other than C-ECHO on a storage association")
+    message_id, sop_class = _us(cmd.get(0x0110, b"")), _uid(cmd.get(0x0002, b""))
+    sock.sendall(p_data(ctx_id, build_response(C_ECHO_RSP, message_id, sop_class, v.SUCCESS, "")))
+
+
+def _respond(sock: socket.socket, cmd: dict[int, bytes], ctx_id: int, status: int) -> None:
+    message_id, sop_class = _us(cmd.get(0x0110, b"")), _uid(cmd.get(0x0002, b""))
+    sop_instance = _uid(cmd.get(0x1000, b""))
     sock.sendall(p_data(ctx_id, build_response(C_STORE_RSP, message_id, sop_class, status, sop_instance)))

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from adapters.dicom import vocabulary as v
 from adapters.dicom.ingest import dimse_status, receive
-from adapters.dicom.instances import InstanceStore, InstanceWriteError
+from adapters.dicom.instances import InstanceStore, InstanceWriteError, StreamWrite
 from adapters.dicom.part10 import file_meta
-from adapters.dicom.storage_scp import Policy, serve_storage
+from adapters.dicom.storage_scp import InstanceWriter, Policy, serve_storage
 from adapters.dicom.summary import InvalidInstance
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,52 @@ class WorkerPool:
             w.control.close()
 
 
+class StreamingInstance:
+    """One C-STORE dataset streamed into the instance store while it arrives, checked when complete."""
+
+    def __init__(
+        self, store: InstanceStore, calling: str, member: str, sop_class: str, sop_instance: str, ts: str
+    ) -> None:
+        self._store, self._calling, self._member, self._sop = store, calling, member, sop_instance
+        header = file_meta(sop_class, sop_instance, ts, calling)
+        self._chunks = [header]
+        self._stream: StreamWrite | None = None
+        self._error: InstanceWriteError | None = None
+        existing = store.get(sop_instance) if store.duplicate_policy == "keep" else None
+        self._duplicate_of = existing.summary.study_uid if existing is not None else None
+        if self._duplicate_of is None:
+            try:
+                self._stream = store.open_stream()
+                self._stream.write(header)
+            except InstanceWriteError as exc:
+                self._error = exc
+
+    def write(self, fragment: bytes) -> None:
+        if self._duplicate_of is not None:
+            return  # kept as first received; nothing to write
+        self._chunks.append(fragment)
+        if self._stream is not None:
+            self._stream.write(fragment)
+
+    def finish(self) -> StoreResult:
+        if self._duplicate_of is not None:
+            return v.SUCCESS, self._duplicate_of
+        part10 = b"".join(self._chunks)
+        try:
+            if self._error is not None or self._stream is None:
+                raise self._error or InstanceWriteError("no instance file")
+            pending = self._stream.finish()
+            stored = receive(self._store, part10, self._calling, self._member, self._sop, pending=pending)
+        except (InvalidInstance, InstanceWriteError) as exc:
+            log.warning("C-STORE from %s refused: %s", self._calling, exc)
+            return dimse_status(exc), None
+        return v.SUCCESS, stored.summary.study_uid
+
+    def abort(self) -> None:
+        if self._stream is not None:
+            self._stream.discard()
+
+
 def worker_config(
     storage: Path,
     duplicate_policy: str,
@@ -145,23 +191,15 @@ def _worker_main(control_fd: int, config: dict[str, object]) -> None:
     control = socket.socket(fileno=control_fd)
     send_lock = threading.Lock()
 
-    def store_one(
-        calling: str, sop_class: str, sop_instance: str, ts: str, data: bytes
-    ) -> tuple[int, str | None]:
-        try:
-            part10 = file_meta(sop_class, sop_instance, ts, calling) + data
-            stored = receive(store, part10, calling, known.get(calling, ""), sop_instance)
-        except (InvalidInstance, InstanceWriteError) as exc:
-            log.warning("C-STORE from %s refused: %s", calling, exc)
-            return dimse_status(exc), None
-        return v.SUCCESS, stored.summary.study_uid
+    def start(calling: str, sop_class: str, sop_instance: str, ts: str) -> InstanceWriter:
+        return StreamingInstance(store, calling, known.get(calling, ""), sop_class, sop_instance, ts)
 
     def serve(fd: int) -> None:
         conn = socket.socket(fileno=fd)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(NETWORK_TIMEOUT)
         try:
-            _calling, studies = serve_storage(conn, policy, store_one)
+            _calling, studies = serve_storage(conn, policy, start)
         except (OSError, ConnectionError) as exc:
             log.warning("storage association failed: %s", exc)
             studies = set()

@@ -307,3 +307,33 @@ async def test_peer_gone_mid_dataset_stores_nothing_and_listener_keeps_serving(l
     assert list((service.instances.root / "tmp").iterdir()) == []
     assert await asyncio.to_thread(_store_all, service.port, [ds]) == [0]
     assert service.instances.get("1.2.3.4.5.6.7.8.9") is not None
+
+
+async def test_duplicate_sop_instance_is_kept_as_first_received(listener):
+    service, _ = listener
+    study, series, sop = generate_uid(), generate_uid(), generate_uid()
+    first = make_instance(study, series, sop_uid=sop, instance_number=1)
+    second = make_instance(study, series, sop_uid=sop, instance_number=2)
+    assert await asyncio.to_thread(_store_all, service.port, [first, second]) == [0, 0]
+    stored = service.instances.read_bytes(sop)
+    assert stored is not None and dataset_bytes(stored) == dataset_bytes(part10(first))
+    assert len(service.instances.study(study)) == 1
+
+
+async def test_unwritable_store_fails_the_instance_not_the_listener(listener):
+    """The write path failing (disk full, EIO; here: the tmp directory replaced by a file) gives 0xA700."""
+    import shutil
+
+    service, _ = listener
+    tmp = service.instances.root / "tmp"
+    shutil.rmtree(tmp)
+    tmp.write_bytes(b"not a directory")
+    study = generate_uid()
+    try:
+        statuses = await asyncio.to_thread(_store_all, service.port, [make_instance(study, generate_uid())])
+        assert statuses == [0xA700]
+        assert service.instances.study(study) == []
+    finally:
+        tmp.unlink()
+        tmp.mkdir()
+    assert await asyncio.to_thread(_store_all, service.port, [make_instance(study, generate_uid())]) == [0]
