@@ -88,11 +88,12 @@ class StudyBuffer:
         publish: Callable[[str], Any],
         stable_seconds: float,
         clock: Callable[[], float] = time.monotonic,
-        pending: Callable[[], Awaitable[Iterable[str]]] | None = None,
+        pending: Callable[[], Awaitable[dict[str, int]]] | None = None,
         poll_seconds: float = 1.0,
     ) -> None:
         self._publish = publish
         self._pending = pending
+        self._generations: dict[str, int] = {}  # study -> change counter last seen in the store
         self._poll_seconds = poll_seconds
         self._stable = stable_seconds
         self._clock = clock
@@ -138,11 +139,21 @@ class StudyBuffer:
             if self._pending is not None and now - last_poll >= self._poll_seconds:
                 # instances stored by STOW-RS, other processes or before a restart
                 last_poll = now
-                for uid in await self._pending():
-                    self._dirty.setdefault(uid, now)
+                self._observe(await self._pending(), now)
             for uid, last in list(self._dirty.items()):
                 if now - last >= self._stable:
                     await self._publish_one(uid)
+
+    def _observe(self, generations: dict[str, int], now: float) -> None:
+        """A study whose change counter moved (written by a worker process) was touched just now; one
+        still moving is not quiet, however long ago the buffer first heard of it."""
+        for uid, generation in generations.items():
+            if self._generations.get(uid) != generation:
+                self._generations[uid] = generation
+                self._dirty[uid] = now
+        for uid in list(self._generations):
+            if uid not in generations:
+                del self._generations[uid]
 
     async def _publish_one(self, uid: str) -> None:
         lock = self._locks.setdefault(uid, asyncio.Lock())

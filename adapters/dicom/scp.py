@@ -22,15 +22,6 @@ from adapters.dicom.handlers import DicomHandlers
 from adapters.dicom.storage_scp import ProtocolError, parse_associate_rq, storage_only
 from fhir_server.settings import Settings
 
-_QUERY_CLASSES = (
-    v.PATIENT_ROOT_FIND,
-    v.PATIENT_ROOT_MOVE,
-    v.PATIENT_ROOT_GET,
-    v.STUDY_ROOT_FIND,
-    v.STUDY_ROOT_MOVE,
-    v.STUDY_ROOT_GET,
-    v.MODALITY_WORKLIST_FIND,
-)
 MAX_PDU = 1024 * 1024
 
 
@@ -44,7 +35,7 @@ def build_ae(settings: Settings) -> AE:
     for sop_class in v.STORAGE_SOP_CLASSES:
         # scp_role/scu_role: also accept the role reversal C-GET needs to send back on this association
         ae.add_supported_context(sop_class, list(v.TRANSFER_SYNTAXES), scu_role=True, scp_role=True)
-    for sop_class in _QUERY_CLASSES:
+    for sop_class in sorted(v.QUERY_SOP_CLASSES):
         ae.add_supported_context(sop_class, [v.EXPLICIT_VR_LE, v.IMPLICIT_VR_LE])
     if settings.dicom_refuse_unknown_callers:
         ae.require_calling_aet = list(settings.dicom_known_aes)

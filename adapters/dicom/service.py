@@ -54,8 +54,8 @@ async def start_dicom(settings: Settings, sink: Sink, port: int | None = None) -
     await asyncio.to_thread(store.reindex_orphans)
     publisher = StudyPublisher(store, sink, settings)
 
-    async def pending() -> list[str]:
-        return list(await asyncio.to_thread(store.pending_studies))
+    async def pending() -> dict[str, int]:
+        return await asyncio.to_thread(store.pending_studies)
 
     buffer = StudyBuffer(publisher.publish, settings.dicom_stable_seconds, pending=pending)
     buffer.start()

@@ -121,9 +121,12 @@ def parse_associate_rq(pdu: bytes) -> AssociateRequest:
 
 
 def storage_only(req: AssociateRequest) -> bool:
-    """True when every proposed context is a storage class or verification (the lean path can serve it)."""
-    allowed = v.STORAGE_SOP_CLASSES.keys() | {v.VERIFICATION_SOP_CLASS}
-    return bool(req.contexts) and not req.roles and all(a in allowed for _, a, _ in req.contexts)
+    """True unless a context asks for a service the hub answers through pynetdicom (query/retrieve,
+    worklist) or C-GET role reversal. Modalities propose every storage class they know; the ones we do
+    not store are rejected here exactly as pynetdicom would reject them."""
+    return (
+        bool(req.contexts) and not req.roles and not any(a in v.QUERY_SOP_CLASSES for _, a, _ in req.contexts)
+    )
 
 
 def negotiate(req: AssociateRequest) -> Negotiated:

@@ -85,6 +85,8 @@ def test_only_pure_storage_associations_take_the_lean_path():
         parse_associate_rq(_rq([(CT, [v.EXPLICIT_VR_LE]), (STUDY_FIND, [v.IMPLICIT_VR_LE])]))
     )
     assert not storage_only(parse_associate_rq(_rq([(CT, [v.EXPLICIT_VR_LE])], role=True)))  # C-GET SCP role
+    # storage classes we do not store still take the lean path (and are rejected there)
+    assert storage_only(parse_associate_rq(_rq([(CT, [v.EXPLICIT_VR_LE]), (RT_IMAGE, [v.EXPLICIT_VR_LE])])))
 
 
 def test_store_response_round_trips_as_a_command_set():
