@@ -189,6 +189,9 @@ def date_values(node: Node) -> list[tuple[int, int]]:
         end = date_range(value["end"]) if isinstance(value.get("end"), str) else None
         if start is None and end is None:
             return []
+        if start is not None and end is not None and end[1] < start[1]:
+            # an inverted Period (invalid, per-1) still indexes as a proper range: high > low always
+            return [(min(start[0], end[0]), max(start[1], end[1]))]
         return [(start[0] if start else MIN_US, end[1] if end else MAX_US)]
     out: list[tuple[int, int]] = []
     for ev in value.get("event", []):

@@ -80,10 +80,14 @@ def _range_sql(kind: str, v: RangeValue, lo: str, hi: str, params: list[Any]) ->
     low, high, x = conv(v.low), conv(v.high), conv(v.value)
     p = v.prefix
     if kind == "date":
-        if p in ("eq", "ne"):
+        # eq / ge / le carry a redundant bound (implied because high > low) that lets SQLite range-scan
+        # the (param, low) key or the (param, high) index instead of testing every row of the parameter
+        if p == "eq":
+            params.extend([low, high, high])
+            return f"({lo} >= ? AND {lo} < ? AND {hi} <= ?)"
+        if p == "ne":
             params.extend([low, high])
-            cond = f"({lo} >= ? AND {hi} <= ?)"
-            return cond if p == "eq" else f"NOT {cond}"
+            return f"NOT ({lo} >= ? AND {hi} <= ?)"
         if p == "gt":
             params.append(high)
             return f"{hi} > ?"
@@ -91,11 +95,11 @@ def _range_sql(kind: str, v: RangeValue, lo: str, hi: str, params: list[Any]) ->
             params.append(low)
             return f"{lo} < ?"
         if p == "ge":
-            params.extend([high, low, high])
-            return f"({hi} > ? OR ({lo} >= ? AND {hi} <= ?))"
+            params.extend([low, high, low, high])
+            return f"({hi} > ? AND ({hi} > ? OR ({lo} >= ? AND {hi} <= ?)))"
         if p == "le":
-            params.extend([low, low, high])
-            return f"({lo} < ? OR ({lo} >= ? AND {hi} <= ?))"
+            params.extend([high, low, low, high])
+            return f"({lo} < ? AND ({lo} < ? OR ({lo} >= ? AND {hi} <= ?)))"
         if p == "sa":
             params.append(high)
             return f"{lo} >= ?"

@@ -33,14 +33,15 @@ GOLDEN = [
         None,
         "SELECT r.rid, r.type, r.id FROM resource r WHERE r.type = ? AND r.deleted = 0 AND r.rid IN (SELECT "
         "x1.rid FROM idx_string x1 WHERE x1.param = ? AND (x1.value >= ? AND x1.value < ?)) AND EXISTS (SELECT 1 "
-        "FROM idx_date x2 INDEXED BY idx_date_rid WHERE x2.rid = r.rid AND x2.param = ? AND ((x2.high > ? OR "
-        "(x2.low >= ? AND x2.high <= ?)))) ORDER BY r.rid ASC LIMIT ?",
+        "FROM idx_date x2 INDEXED BY idx_date_rid WHERE x2.rid = r.rid AND x2.param = ? AND ((x2.high > ? AND "
+        "(x2.high > ? OR (x2.low >= ? AND x2.high <= ?))))) ORDER BY r.rid ASC LIMIT ?",
         [
             "Patient",
             187769161,
             "zh",
             "zh\U0010ffff",
             55005760,
+            1704067200000000,
             1735689600000000,
             1704067200000000,
             1735689600000000,
