@@ -68,9 +68,8 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     prefix = settings.base_path
-    app.include_router(build_system_router(), prefix=prefix)
-    app.include_router(build_type_router(), prefix=prefix)
-    app.include_router(build_instance_router(), prefix=prefix)
+    for table in (build_system_router(), build_type_router(), build_instance_router()):
+        app.router.routes.extend(table.routes(prefix))
     if audit is not None:
         app.add_middleware(AccessLogMiddleware, base_path=prefix, record=audit.record, clock=service.clock)
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -10,12 +9,13 @@ from fhir_server.api.body import read_json, read_json_any
 from fhir_server.api.context import base_url, state_of
 from fhir_server.api.negotiation import check_content_type, negotiate
 from fhir_server.api.responses import json_response, version_headers, write_response
+from fhir_server.api.routing import RouteTable
 from fhir_server.interactions import crud
 from fhir_server.interactions.history import history
 
 
-def build_instance_router() -> APIRouter:
-    router = APIRouter()
+def build_instance_router() -> RouteTable:
+    router = RouteTable()
 
     @router.get("/{resource_type}/{resource_id}/_history/{version}")
     async def vread(request: Request, resource_type: str, resource_id: str, version: str) -> Response:

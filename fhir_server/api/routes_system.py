@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -10,6 +9,7 @@ from fhir_server.api.body import read_json
 from fhir_server.api.context import base_url, state_of
 from fhir_server.api.negotiation import check_content_type, negotiate
 from fhir_server.api.responses import json_response
+from fhir_server.api.routing import RouteTable
 from fhir_server.errors import BadRequest
 from fhir_server.interactions.bundles import batch, transaction
 from fhir_server.interactions.capabilities import capability_statement
@@ -17,8 +17,8 @@ from fhir_server.interactions.history import history
 from fhir_server.interactions.search import search_bundle
 
 
-def build_system_router() -> APIRouter:
-    router = APIRouter()
+def build_system_router() -> RouteTable:
+    router = RouteTable()
 
     @router.get("/metadata")
     async def metadata(request: Request) -> Response:

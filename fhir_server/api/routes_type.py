@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -12,6 +11,7 @@ from fhir_server.api.body import read_json, read_json_any, read_limited
 from fhir_server.api.context import base_url, state_of
 from fhir_server.api.negotiation import check_content_type, negotiate
 from fhir_server.api.responses import json_response, write_response
+from fhir_server.api.routing import RouteTable
 from fhir_server.errors import BadRequest
 from fhir_server.interactions import crud
 from fhir_server.interactions.history import history
@@ -30,8 +30,8 @@ def _criteria(request: Request) -> str:
     return urlencode(pairs)
 
 
-def build_type_router() -> APIRouter:
-    router = APIRouter()
+def build_type_router() -> RouteTable:
+    router = RouteTable()
 
     @router.post("/{resource_type}/$validate")
     async def validate(request: Request, resource_type: str) -> Response:
