@@ -98,7 +98,7 @@ class DicomHandlers:
 
     def on_worker_released(self, study_uids: list[str]) -> None:
         """A storage worker process finished an association (called on the pool's reader thread)."""
-        asyncio.run_coroutine_threadsafe(self._buffer.flush(study_uids), self._loop)
+        asyncio.run_coroutine_threadsafe(self._buffer.flush(study_uids, changed=True), self._loop)
 
     def on_association_end(self, event: Event) -> None:
         with self._lock:

@@ -112,9 +112,12 @@ class StudyBuffer:
     def pending(self) -> list[str]:
         return list(self._dirty)
 
-    async def flush(self, study_uids: Iterable[str] | None = None) -> None:
-        """Publish now (association ended, STOW request done, shutdown)."""
+    async def flush(self, study_uids: Iterable[str] | None = None, changed: bool = False) -> None:
+        """Publish now (association ended, STOW request done, shutdown). `changed`: the caller knows
+        these studies changed even if this buffer was not told instance by instance (worker processes)."""
         for uid in list(study_uids if study_uids is not None else self._dirty):
+            if changed:
+                self._dirty[uid] = self._clock()
             if uid in self._dirty:
                 await self._publish_one(uid)
 
