@@ -133,3 +133,8 @@ class SearchQuery:
     includes: tuple[Include, ...] = ()
     applied: tuple[tuple[str, str], ...] = ()  # the parameters applied, for the self link
     ignored: tuple[str, ...] = field(default=())  # unknown params dropped (lenient)
+
+    @property
+    def wants_total(self) -> bool:
+        """Whether the backend must count the matches (asked for, or a count-only search)."""
+        return self.total in ("accurate", "estimate") or self.summary == "count" or self.count == 0

@@ -272,6 +272,8 @@ async def test_summary_elements_total(client: httpx.AsyncClient, people: dict[st
     assert any(t.get("code") == "SUBSETTED" for t in resource["meta"]["tag"])
     bundle = await search(client, "Patient?_summary=true&_id=" + people["zhang"])
     assert "telecom" in bundle["entry"][0]["resource"] and "text" not in bundle["entry"][0]["resource"]
+    bundle = await search(client, "Patient?gender=male&_count=0")
+    assert bundle["total"] == 2 and bundle.get("entry", []) == []
     bundle = await search(client, "Patient?_total=accurate&_count=1")
     assert bundle["total"] == 3 and len(bundle["entry"]) == 1
 

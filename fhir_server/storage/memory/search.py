@@ -108,7 +108,7 @@ def _matching(view: _View, query: SearchQuery) -> list[Row]:
 def execute_search(live: Live, query: SearchQuery) -> SearchPage:
     view = _View(live)
     rows = _matching(view, query)
-    total = len(rows) if query.total in ("accurate", "estimate") or query.summary == "count" else None
+    total = len(rows) if query.wants_total else None
     if query.count == 0 or query.summary == "count":
         return SearchPage([], total, None, None)
     start, stop = 0, query.count

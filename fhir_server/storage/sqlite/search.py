@@ -111,11 +111,7 @@ def count_matches(conn: sqlite3.Connection, query: SearchQuery) -> int:
 
 def execute_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
     """One page of `query` (its cursor decides which), with the total when asked for."""
-    total = (
-        count_matches(conn, query)
-        if query.total in ("accurate", "estimate") or query.summary == "count"
-        else None
-    )
+    total = count_matches(conn, query) if query.wants_total else None
     if query.count == 0 or query.summary == "count":
         return SearchPage([], total, None, None)
     rows, more_after, more_before = _page_rows(conn, query, query.count, query.cursor)
