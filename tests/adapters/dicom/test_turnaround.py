@@ -41,3 +41,15 @@ def test_turnaround_per_category_and_target():
     assert (rows["1.2.b"].category, rows["1.2.b"].minutes, rows["1.2.b"].met) == ("inpatient", 100.0, True)
     assert (rows["1.2.c"].category, rows["1.2.c"].minutes, rows["1.2.c"].met) == ("outpatient", 90.0, False)
     assert rows["1.2.d"].minutes is None and rows["1.2.d"].met is None
+
+
+def test_cli_parser_accepts_the_turnaround_command():
+    import argparse
+
+    from adapters.dicom.commands import add_parser
+
+    parser = argparse.ArgumentParser(prog="yilian")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["dicom", "turnaround", "--member", "org-town-a", "--json"])
+    assert (args.member, args.json, args.fhir_base) == ("org-town-a", True, "http://127.0.0.1:8080/fhir")
+    assert callable(args.func)
