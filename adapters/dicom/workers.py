@@ -55,6 +55,7 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._next = itertools.count()
         self._lock = threading.Lock()
+        self._closing = False
         for _ in range(count):
             self._workers.append(self._spawn())
 
@@ -93,19 +94,30 @@ class WorkerPool:
     def dispatch(self, conn: socket.socket) -> bool:
         """Send the connection to a worker; False if none is alive (the caller serves it itself)."""
         with self._lock:
+            self._replace_dead()
             alive = [w for w in self._workers if w.process.poll() is None]
             if not alive:
                 return False
             worker = alive[next(self._next) % len(alive)]
-            fd = conn.detach()
             try:
-                socket.send_fds(worker.control, [b"c"], [fd])
-            finally:
-                os.close(fd)
+                socket.send_fds(worker.control, [b"c"], [conn.fileno()])
+            except OSError as exc:  # the worker died between poll() and send: serve it ourselves
+                log.error("DICOM storage worker unreachable: %s", exc)
+                return False
+            os.close(conn.detach())  # the worker has its own descriptor now
         return True
+
+    def _replace_dead(self) -> None:
+        """A worker that died (crash, OOM kill) is replaced before the next association is handed out."""
+        for i, w in enumerate(self._workers):
+            if w.process.poll() is not None and not self._closing:
+                log.error("DICOM storage worker exited with %s; starting a new one", w.process.returncode)
+                w.control.close()
+                self._workers[i] = self._spawn()
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop handing out work; workers finish their associations and exit."""
+        self._closing = True
         for w in self._workers:
             with contextlib.suppress(OSError):
                 w.control.shutdown(socket.SHUT_WR)

@@ -337,3 +337,22 @@ async def test_unwritable_store_fails_the_instance_not_the_listener(listener):
         tmp.unlink()
         tmp.mkdir()
     assert await asyncio.to_thread(_store_all, service.port, [make_instance(study, generate_uid())]) == [0]
+
+
+async def test_a_dead_storage_worker_is_replaced(tmp_path):
+    import os
+    import signal
+
+    service = await start_dicom(_settings(tmp_path), RecordingSink(), port=0)
+    try:
+        assert service._pool is not None
+        victim = service._pool._workers[0].process
+        os.kill(victim.pid, signal.SIGKILL)
+        await asyncio.to_thread(victim.wait)
+        study = generate_uid()
+        statuses = await asyncio.to_thread(_store_all, service.port, [make_instance(study, generate_uid())])
+        assert statuses == [0]
+        assert service._pool._workers[0].process.pid != victim.pid
+        assert len(service.instances.study(study)) == 1
+    finally:
+        await service.close()
