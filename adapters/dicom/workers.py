@@ -237,6 +237,7 @@ def _worker_main(control_fd: int, config: dict[str, object]) -> None:
         threads = [t for t in threads if t.is_alive()]
     for t in threads:
         t.join()
+    control.close()
     store.close()
 
 
