@@ -191,7 +191,9 @@ def main() -> None:
         headers = {"Content-Type": "application/fhir+json"}
         for parallel in (1, 2):
             with httpx.Client(timeout=120) as warm:
-                warm.post(base, content=orjson.dumps(synthea_bundle(2, 2)), headers=headers).raise_for_status()
+                warm.post(
+                    base, content=orjson.dumps(synthea_bundle(2, 2)), headers=headers
+                ).raise_for_status()
 
             async def upload(chunk: list[bytes]) -> None:
                 async with httpx.AsyncClient(timeout=120) as client:

@@ -104,11 +104,13 @@ async def test_deep_nesting_refused(client: httpx.AsyncClient) -> None:
 
 async def test_oversized_body(tmp_path) -> None:
     settings = Settings(db=tmp_path / "small.db", max_body_bytes=1024)
-    async with open_hub(settings) as small:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=small.app), base_url="http://t") as c:
-            big = {"resourceType": "Patient", "name": [{"text": "x" * 4000}]}
-            _outcome(await c.post("/fhir/Patient", json=big), 413)
-            assert (await c.get("/fhir/_history")).json()["total"] == 0
+    async with (
+        open_hub(settings) as small,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=small.app), base_url="http://t") as c,
+    ):
+        big = {"resourceType": "Patient", "name": [{"text": "x" * 4000}]}
+        _outcome(await c.post("/fhir/Patient", json=big), 413)
+        assert (await c.get("/fhir/_history")).json()["total"] == 0
 
 
 async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
@@ -127,14 +129,13 @@ async def test_empty_body(client: httpx.AsyncClient, hub_body: bytes) -> None:
 
 async def test_bundle_entry_limit(tmp_path) -> None:
     settings = Settings(db=tmp_path / "b.db", max_bundle_entries=3)
-    async with open_hub(settings) as limited, httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=limited.app), base_url="http://t"
-    ) as c:
+    async with (
+        open_hub(settings) as limited,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=limited.app), base_url="http://t") as c,
+    ):
         entries = [
             {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}
             for _ in range(4)
         ]
-        r = await c.post(
-            "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        )
+        r = await c.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
         _outcome(r, 413)
