@@ -28,6 +28,17 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, TCP_NODELAY="1")
 
 
+def dcmtk(name: str) -> str:
+    """Absolute path of the dcmtk tool `name` (pynetdicom installs same-named scripts into the venv)."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = Path(folder) / name
+        if path.is_file() and os.access(path, os.X_OK):
+            probe = subprocess.run([str(path), "--version"], capture_output=True, text=True)
+            if "dcmtk" in (probe.stdout + probe.stderr).lower():
+                return str(path)
+    sys.exit(f"dcmtk's {name} is required (apt-get install dcmtk)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,7 +87,17 @@ def send(port: int, aet: str, files: list[Path], parallel: int) -> float:
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
-            ["storescu", "-xe", "-aet", "BENCH", "-aec", aet, "127.0.0.1", str(port), *map(str, chunk)],
+            [
+                dcmtk("storescu"),
+                "-xe",
+                "-aet",
+                "BENCH",
+                "-aec",
+                aet,
+                "127.0.0.1",
+                str(port),
+                *map(str, chunk),
+            ],
             env=ENV,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -108,7 +129,7 @@ class Storescp(Target):
         self.port = free_port()
         out = work / "storescp"
         out.mkdir()
-        cmd = ["storescp", "--fork", "-aet", self.aet, "-od", str(out), str(self.port)]
+        cmd = [dcmtk("storescp"), "--fork", "-aet", self.aet, "-od", str(out), str(self.port)]
         self.proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
 
@@ -207,8 +228,7 @@ def main() -> None:
     targets = [
         t for t in candidates if t.name.split()[-1 if t.name != "YiLian no-fsync" else 0].lower() in wanted
     ]
-    if not shutil.which("storescu"):
-        sys.exit("dcmtk (storescu) is required")
+    dcmtk("storescu")
     print(f"{args.count} instances of {args.size}x{args.size}x16 bit, {args.runs} run(s) each, TCP_NODELAY=1")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
-import shutil
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 JsonObject = dict[str, Any]
 
-DCMTK = all(shutil.which(t) for t in ("echoscu", "storescu", "findscu", "movescu", "getscu", "storescp"))
+
+def _dcmtk_tool(name: str) -> str | None:
+    """The dcmtk binary called `name` on PATH, skipping same-named scripts (pynetdicom installs a
+    `storescu` etc. into the venv's bin)."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder) / name
+        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+            continue
+        try:
+            probe = subprocess.run([str(candidate), "--version"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if "dcmtk" in (probe.stdout + probe.stderr).lower():
+            return str(candidate)
+    return None
+
+
+DCMTK_TOOLS = {t: _dcmtk_tool(t) for t in ("echoscu", "storescu", "findscu", "movescu", "getscu", "storescp")}
+DCMTK = all(DCMTK_TOOLS.values())
 needs_dcmtk = pytest.mark.skipif(not DCMTK, reason="dcmtk tools not on PATH")
 
 

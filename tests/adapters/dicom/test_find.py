@@ -14,12 +14,13 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
 
+from adapters.dicom import multipart
 from adapters.dicom.dicomweb import build_dicomweb_app
 from adapters.dicom.service import start_dicom
 from fhir_server.hub import open_hub
 from fhir_server.settings import Settings
 from tests.adapters.dicom.conftest import wait_for
-from tests.adapters.dicom.synthetic import make_instance
+from tests.adapters.dicom.synthetic import make_instance, part10
 from tests.adapters.dicom.test_scp import _find, _store_all
 
 
@@ -163,3 +164,23 @@ async def test_turnaround_is_queryable_per_member_over_fhir(hub_listener, tmp_pa
     ]
     assert await collect(HttpSink("http://t/fhir", client=httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t")), "org-elsewhere") == []  # fmt: skip
+
+
+async def test_stow_rs_updates_the_imaging_study(hub_listener):
+    _service, client = hub_listener
+    study = generate_uid()
+    datasets = [make_instance(study, generate_uid(), instance_number=i) for i in range(2)]
+    bad = b"not dicom at all"
+    body, content_type = multipart.build([*(part10(d) for d in datasets), bad], "application/dicom")
+    r = await client.post("/dicomweb/studies", content=body, headers={"content-type": content_type})
+    assert r.status_code == 202  # stored two, refused one
+    result = r.json()
+    assert len(result["00081199"]["Value"]) == 2
+    assert result["00081198"]["Value"][0]["00081197"]["Value"] == [0xC000]
+
+    async def published():
+        params = {"identifier": f"urn:dicom:uid|urn:oid:{study}"}
+        entries = (await client.get("/fhir/ImagingStudy", params=params)).json().get("entry", [])
+        return entries and entries[0]["resource"]["numberOfInstances"] == 2
+
+    await wait_for(published)
