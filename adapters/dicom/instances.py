@@ -219,14 +219,7 @@ class InstanceStore:
         """Finish a `begin`: move the flushed file into place, then index it (after which it exists)."""
         when = (received_at or datetime.now(UTC)).isoformat(timespec="milliseconds")
         sop_uid = summary.sop_instance_uid
-        sha, created = pending.result()
-        if self.duplicate_policy == "keep":
-            existing = self.get(sop_uid)
-            if existing is not None:
-                if created:
-                    with self._lock:
-                        self._drop_if_unreferenced(sha)
-                return _with_outcome(existing, "duplicate-kept")
+        sha, created = pending.result()  # duplicates under "keep" are caught inside the transaction below
         record = StoredInstance(summary, sha, pending.size, when, calling_ae, member)
         with self._lock:
             try:
@@ -340,6 +333,12 @@ class InstanceStore:
         still = self._db.execute("SELECT 1 FROM instance WHERE sha256 = ? LIMIT 1", (sha,)).fetchone()
         if still is None:
             self.path_for(sha).unlink(missing_ok=True)
+
+    def study_of(self, sop_uid: str) -> str | None:
+        """Study Instance UID of a stored instance (a cheap existence check, no summary decoding)."""
+        with self._lock:
+            row = self._db.execute("SELECT study_uid FROM instance WHERE sop_uid = ?", (sop_uid,)).fetchone()
+        return str(row[0]) if row else None
 
     def get(self, sop_uid: str) -> StoredInstance | None:
         with self._lock:

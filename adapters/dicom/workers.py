@@ -141,8 +141,7 @@ class StreamingInstance:
         self._chunks = [header]
         self._stream: StreamWrite | None = None
         self._error: InstanceWriteError | None = None
-        existing = store.get(sop_instance) if store.duplicate_policy == "keep" else None
-        self._duplicate_of = existing.summary.study_uid if existing is not None else None
+        self._duplicate_of = store.study_of(sop_instance) if store.duplicate_policy == "keep" else None
         if self._duplicate_of is None:
             try:
                 self._stream = store.open_stream()
