@@ -36,11 +36,12 @@ def extract(resource: JsonObject, registry: SearchRegistry) -> IndexEntries:
             entries.warnings.append(f"{cp.param.code}: {exc}")
             continue
         if nodes:
-            _add(entries, cp, nodes, rtype)
+            add_nodes(entries, cp, nodes, rtype)
     return entries
 
 
-def _add(entries: IndexEntries, cp: CompiledParam, nodes: list[Node], rtype: str) -> None:
+def add_nodes(entries: IndexEntries, cp: CompiledParam, nodes: list[Node], rtype: str) -> None:
+    """Convert the nodes one parameter extracted into rows of its type (also used by test oracles)."""
     pid = cp.pid
     kind = cp.param.type
     if kind == "token":
@@ -109,7 +110,7 @@ def token_values(node: Node) -> list[tuple[str, str, str]]:
         norm = normalize_string(text) if isinstance(text, str) else ""
         out = []
         for coding in value.get("coding", []):
-            if type(coding) is dict and ("code" in coding or "system" in coding):
+            if type(coding) is dict and isinstance(coding.get("code"), str):
                 display = coding.get("display")
                 dnorm = normalize_string(display) if isinstance(display, str) else ""
                 out.append((coding.get("system", "") or "", coding.get("code", "") or "", norm or dnorm))
@@ -122,7 +123,8 @@ def token_values(node: Node) -> list[tuple[str, str, str]]:
             return []
         ttext = (value.get("type") or {}).get("text") if type(value.get("type")) is dict else None
         return [(value.get("system", "") or "", v, normalize_string(ttext) if isinstance(ttext, str) else "")]
-    if "code" in value or "system" in value:
+    # a Coding; one without a code indexes nothing, like an Identifier without a value
+    if isinstance(value.get("code"), str):
         display = value.get("display")
         return [
             (

@@ -21,9 +21,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fhir_server.search.extract import _add, extract
+from fhir_server.search.ast import SortKey
+from fhir_server.search.extract import add_nodes, extract
 from fhir_server.search.index import IndexEntries
-from fhir_server.search.match import Candidate, matches
+from fhir_server.search.match import Candidate, matches, sort_value
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import CompiledParam, SearchRegistry, build_registry
 from fhir_server.search.values import date_range
@@ -243,6 +244,7 @@ def derived_queries(
                 q((rtype, [(f"{name}:{ttype}", tid)]))
                 if ttype in wanted:
                     q((rtype, [(f"{name}:{ttype}._id", tid)]))
+                    q((ttype, [(f"_has:{rtype}:{name}:_id", resource["id"])]))
         for pid, low, _high in e.dates[:3]:
             if pid in codes and -(2**61) < low < 2**61:
                 name = codes[pid][1]
@@ -335,11 +337,16 @@ class Oracle:
                 except Exception:  # noqa: BLE001 - fhirpathpy evaluation error: no values
                     nodes = []
                 if nodes:
-                    _add(entries, cp, nodes, key[0])
+                    add_nodes(entries, cp, nodes, key[0])
             self._entries[key] = entries
         lu = date_range(LAST_UPDATED)
         assert lu is not None
         return Candidate(key[0], key[1], lu[0], self._entries[key])
+
+    def sort_key(self, key: tuple[str, str], sort: tuple[SortKey, ...]) -> tuple[Any, ...]:
+        cand = self.candidate(key)
+        assert cand is not None
+        return tuple(sort_value(k, cand) for k in sort)
 
     def search(self, rtype: str, params: list[tuple[str, str]]) -> set[tuple[str, str]]:
         query = parse_search(rtype, params, self.registry, strict=True)
