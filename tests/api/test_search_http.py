@@ -292,3 +292,67 @@ async def test_post_search_and_system_search(client: httpx.AsyncClient, people: 
         e["fullUrl"].endswith(f"{e['resource']['resourceType']}/{e['resource']['id']}")
         for e in bundle["entry"]
     )
+
+
+async def test_meta_params_uri_number_and_of_type(client: httpx.AsyncClient) -> None:
+    tagged = await create(
+        client,
+        {
+            "resourceType": "Patient",
+            "meta": {
+                "tag": [{"system": "urn:yilian:tier", "code": "village"}],
+                "security": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+                ],
+                "profile": ["http://yilian.example/StructureDefinition/cn-patient"],
+                "source": "urn:yilian:clinic:07",
+            },
+            "identifier": [
+                {
+                    "type": {
+                        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "NI"}]
+                    },
+                    "system": "urn:cn-id",
+                    "value": "110101199003070000",
+                }
+            ],
+        },
+    )
+    await create(
+        client,
+        {"resourceType": "Patient", "meta": {"tag": [{"system": "urn:yilian:tier", "code": "county"}]}},
+    )
+    assert ids(await search(client, "Patient?_tag=urn:yilian:tier|village")) == [tagged]
+    assert ids(await search(client, "Patient?_security=R")) == [tagged]
+    assert ids(
+        await search(client, "Patient?_profile=http://yilian.example/StructureDefinition/cn-patient")
+    ) == [tagged]
+    assert ids(await search(client, "Patient?_profile:below=http://yilian.example/")) == [tagged]
+    assert ids(await search(client, "Patient?_source=urn:yilian:clinic:07")) == [tagged]
+    of_type = "Patient?identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|NI|110101199003070000"
+    assert ids(await search(client, of_type)) == [tagged]
+    assert ids(await search(client, of_type.replace("|NI|", "|MR|"))) == []
+    vs = await create(
+        client,
+        {"resourceType": "ValueSet", "status": "active", "url": "http://yilian.example/fhir/ValueSet/tiers"},
+    )
+    assert ids(await search(client, "ValueSet?url=http://yilian.example/fhir/ValueSet/tiers")) == [vs]
+    assert ids(await search(client, "ValueSet?url:below=http://yilian.example/fhir")) == [vs]
+    assert ids(await search(client, "ValueSet?url:above=http://yilian.example/fhir/ValueSet/tiers/v2")) == [
+        vs
+    ]
+    assert ids(await search(client, "ValueSet?url=http://yilian.example/fhir")) == []
+    risk = await create(
+        client,
+        {
+            "resourceType": "RiskAssessment",
+            "status": "final",
+            "subject": {"reference": f"Patient/{tagged}"},
+            "prediction": [{"probabilityDecimal": 0.25}],
+        },
+    )
+    assert ids(await search(client, "RiskAssessment?probability=0.25")) == [risk]
+    assert ids(await search(client, "RiskAssessment?probability=gt0.2")) == [risk]
+    assert ids(await search(client, "RiskAssessment?probability=lt0.2")) == []
+    assert ids(await search(client, "RiskAssessment?probability=0.3")) == [risk]  # 0.3 means [0.25, 0.35)
+    assert ids(await search(client, "RiskAssessment?probability=0.4")) == []
