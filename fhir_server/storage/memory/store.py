@@ -30,6 +30,7 @@ class MemoryWriteTransaction:
     def __init__(self, state: _State, next_seq: int) -> None:
         self._state = state
         self.staged: list[tuple[StoredVersion, IndexEntries | None]] = []
+        self.reindexed: dict[Key, IndexEntries] = {}
         self._current: dict[Key, StoredVersion] = {}
         self._next_seq = next_seq
 
@@ -62,6 +63,11 @@ class MemoryWriteTransaction:
 
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
         return memory_search.search_ids(self._live(), query, limit)
+
+    # Added by the search work (minimal edit, for $reindex): replace the index entries of a current
+    # resource without a new version; applied at commit like every staged write.
+    async def reindex(self, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
+        self.reindexed[(resource_type, resource_id)] = entries
 
 
 class MemoryStore:
@@ -129,4 +135,8 @@ class MemoryStore:
                 if entries is None:
                     self._state.index.pop(key, None)
                 else:
+                    self._state.index[key] = entries
+            for key, entries in tx.reindexed.items():
+                current = self._state.current.get(key)
+                if current is not None and not current.deleted:
                     self._state.index[key] = entries
