@@ -32,7 +32,6 @@ from fhir_server.settings import Settings
 log = logging.getLogger(__name__)
 
 DUPLICATE_POLICIES = ("keep", "replace")
-_FADVISE = getattr(os, "posix_fadvise", None)  # Linux/BSD; elsewhere the final fdatasync does it all
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instance (
@@ -94,11 +93,6 @@ class StreamWrite:
             return
         self._sha.update(data)
         self.size += len(data)
-        if self._store.fsync and _FADVISE is not None:
-            # start writeback of what has arrived so far: the fdatasync after the last fragment then
-            # waits for little more than the journal commit (about 0.1 ms instead of 0.5 ms here)
-            with contextlib.suppress(OSError):
-                _FADVISE(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     def finish(self) -> PendingWrite:
         if self._error is not None:
