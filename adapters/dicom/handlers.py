@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Coroutine, Iterable, Iterator
+from typing import Any, TypeVar
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -44,6 +44,7 @@ from fhir_server.settings import Settings
 log = logging.getLogger(__name__)
 
 FindYield = tuple[int, Dataset | None]
+T = TypeVar("T")
 
 
 class DicomHandlers:
@@ -120,37 +121,29 @@ class DicomHandlers:
             yield v.IDENTIFIER_DOES_NOT_MATCH, None
             return
         requested = [e.keyword for e in identifier if e.keyword]
-        future = asyncio.run_coroutine_threadsafe(self._catalog.find(level, criteria), self._loop)
-        try:
-            records = future.result(timeout=30)
-        except (FhirError, TimeoutError) as exc:
-            log.error("C-FIND failed: %s", exc)
+        records = self._on_loop(self._catalog.find(level, criteria), "C-FIND")
+        if records is None:
             yield v.UNABLE_TO_PROCESS, None
             return
-        for record in records:
-            if event.is_cancelled:
-                yield v.CANCEL, None
-                return
-            yield v.PENDING, response_identifier(level, requested, record, self._settings.dicom_aet)
-        yield v.SUCCESS, None
+        aet = self._settings.dicom_aet
+        yield from _pending(event, (response_identifier(level, requested, r, aet) for r in records))
 
     def _worklist(self, event: Event, identifier: Dataset) -> Iterator[FindYield]:
-        calling = _calling_ae(event)
-        future = asyncio.run_coroutine_threadsafe(self._worklist_records(calling), self._loop)
-        try:
-            records = future.result(timeout=30)
-        except (FhirError, TimeoutError) as exc:
-            log.error("worklist query failed: %s", exc)
+        records = self._on_loop(self._worklist_records(_calling_ae(event)), "worklist query")
+        if records is None:
             yield v.UNABLE_TO_PROCESS, None
             return
         criteria = worklist_criteria(identifier)
-        for record in records:
-            if event.is_cancelled:
-                yield v.CANCEL, None
-                return
-            if matches(record, criteria):
-                yield v.PENDING, worklist_response(identifier, record)
-        yield v.SUCCESS, None
+        matching = (worklist_response(identifier, r) for r in records if matches(r, criteria))
+        yield from _pending(event, matching)
+
+    def _on_loop(self, coro: Coroutine[Any, Any, T], what: str) -> T | None:
+        """Run `coro` on the hub's event loop and wait for it here (the thread → asyncio bridge)."""
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
+        except (FhirError, TimeoutError) as exc:
+            log.error("%s failed: %s", what, exc)
+            return None
 
     async def _worklist_records(self, calling: str) -> list[dict[str, str]]:
         """Active imaging ServiceRequests for the caller's member (all of them if the AE is unmapped)."""
@@ -214,6 +207,16 @@ class DicomHandlers:
             # pynetdicom only accepts a Dataset here; it is re-encoded in the stored (= negotiated)
             # transfer syntax, which pydicom does byte for byte for well-formed datasets.
             yield v.PENDING, dcmread(self._store.path_for(inst.sha256))
+
+
+def _pending(event: Event, responses: Iterable[Dataset]) -> Iterator[FindYield]:
+    """C-FIND pending responses until done or cancelled by the peer."""
+    for ds in responses:
+        if event.is_cancelled:
+            yield v.CANCEL, None
+            return
+        yield v.PENDING, ds
+    yield v.SUCCESS, None
 
 
 def _contexts_for(instances: list[StoredInstance]) -> list[PresentationContext]:

@@ -74,9 +74,9 @@ class StreamWrite:
     because the peer's remaining fragments must be read anyway.
     """
 
-    def __init__(self, store: InstanceStore, tmp: Path, fd: int) -> None:
-        self._store, self._tmp, self._fd = store, tmp, fd
-        self._sha = hashlib.sha256()
+    def __init__(self, store: InstanceStore, tmp: Path, fd: int, hashed: bool = True) -> None:
+        self._store, self.tmp, self.fd = store, tmp, fd
+        self._sha = hashlib.sha256() if hashed else None
         self._error: InstanceWriteError | None = None
         self.size = 0
 
@@ -86,24 +86,29 @@ class StreamWrite:
         try:
             view = memoryview(data)
             while view:
-                written = os.write(self._fd, view)
+                written = os.write(self.fd, view)
                 view = view[written:]
         except OSError as exc:
             self._error = InstanceWriteError(f"cannot write instance file: {exc.strerror or exc}")
             return
-        self._sha.update(data)
+        if self._sha is not None:
+            self._sha.update(data)
         self.size += len(data)
 
-    def finish(self) -> PendingWrite:
+    def raise_if_failed(self) -> None:
         if self._error is not None:
             self.discard()
             raise self._error
-        return self._store.flush_stream(self._tmp, self._fd, self._sha.hexdigest(), self.size)
+
+    def finish(self) -> PendingWrite:
+        self.raise_if_failed()
+        assert self._sha is not None, "finish() is for hashed streams"
+        return self._store.flush_stream(self.tmp, self.fd, self._sha.hexdigest(), self.size)
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):
-            os.close(self._fd)
-        self._tmp.unlink(missing_ok=True)
+            os.close(self.fd)
+        self.tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -260,14 +265,14 @@ class InstanceStore:
                 self._drop_if_unreferenced(row[0])
         return _with_outcome(record, "replaced" if row is not None else "stored")
 
-    def open_stream(self) -> StreamWrite:
+    def open_stream(self, hashed: bool = True) -> StreamWrite:
         """A tmp file to write an instance into while it is still arriving (see `StreamWrite`)."""
         tmp = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as exc:
             raise InstanceWriteError(f"cannot create instance file: {exc.strerror or exc}") from exc
-        return StreamWrite(self, tmp, fd)
+        return StreamWrite(self, tmp, fd, hashed)
 
     def flush_stream(self, tmp: Path, fd: int, sha: str, size: int) -> PendingWrite:
         """Flush and place a streamed file on the I/O pool (called by `StreamWrite.finish`)."""
@@ -299,24 +304,10 @@ class InstanceStore:
         sha = hashlib.sha256(data).hexdigest()
         if self.path_for(sha).exists():
             return sha, False
-        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                if self.fsync:
-                    os.fdatasync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise InstanceWriteError(f"cannot write instance file: {exc.strerror or exc}") from exc
-        self._place(tmp, sha)
-        return sha, True
+        stream = self.open_stream(hashed=False)
+        stream.write(data)
+        stream.raise_if_failed()
+        return self._finish_stream(stream.tmp, stream.fd, sha)
 
     def _place(self, tmp: Path, sha: str) -> None:
         final = self.path_for(sha)
