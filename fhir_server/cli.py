@@ -62,9 +62,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from(args)
-    from fhir_server.serve import serve
+    from fhir_server.serve import UnsafeExposure, serve
 
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except UnsafeExposure as exc:
+        LOGGER.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

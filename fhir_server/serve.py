@@ -7,6 +7,7 @@ hooked to the after-commit events. A listener whose port is 0 is not started.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 
 import uvicorn
@@ -21,7 +22,34 @@ from fhir_server.settings import Settings
 LOGGER = logging.getLogger(__name__)
 
 
+class UnsafeExposure(Exception):
+    """The configuration would publish patient data on a network without access control."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve FHIR beyond this machine without bearer tokens, unless explicitly allowed."""
+    if _is_loopback(settings.host) or settings.api_tokens or settings.allow_open_network:
+        return
+    raise UnsafeExposure(
+        f"refusing to serve patient data on {settings.host} without access control: set YILIAN_API_TOKENS "
+        '(e.g. \'{"<token>": "county-his"}\') or, for a closed network only, YILIAN_ALLOW_OPEN_NETWORK=true'
+    )
+
+
 async def serve(settings: Settings) -> None:
+    check_exposure(settings)
+    for name, host in (("MLLP", settings.mllp_host), ("DICOM", settings.dicom_host)):
+        if not _is_loopback(host):
+            LOGGER.warning("%s listens on %s: restrict it to member networks (firewall / VPN)", name, host)
     async with open_hub(settings) as hub, contextlib.AsyncExitStack() as stack:
         delivery = OruDelivery(settings, hub.sink)
         hub.service.events.subscribe(delivery.on_change)

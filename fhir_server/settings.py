@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     max_json_depth: int = 64
     default_page_size: int = 20
     max_page_size: int = 1000
+    api_tokens: dict[str, str] = Field(default_factory=dict)  # bearer token -> client name (JSON in env)
+    allow_open_network: bool = False  # serve FHIR on a non-loopback address without tokens (not advised)
     audit_flush_seconds: float = 1.0  # AuditEvents of every access are written in batches this often
 
     # HL7 v2 / MLLP

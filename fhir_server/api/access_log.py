@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fhir_server.api.auth import CLIENT_SCOPE_KEY
 from fhir_server.interactions.audit import AccessRecord
 
 Classified = tuple[str, str | None, str | None]
@@ -99,7 +100,9 @@ class AccessLogMiddleware:
                 recorded=self.clock(),
                 status=int(seen["status"]),
                 client_address=client[0] if client else None,
-                client_name=headers.get(b"user-agent", b"").decode("latin-1") or None,
+                client_name=scope.get(CLIENT_SCOPE_KEY)
+                or headers.get(b"user-agent", b"").decode("latin-1")
+                or None,
                 resource_type=resource_type,
                 resource_id=resource_id,
                 query=query,

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.api.access_log import AccessLogMiddleware
+from fhir_server.api.auth import BearerTokenMiddleware
 from fhir_server.api.context import ApiState
 from fhir_server.api.responses import json_response
 from fhir_server.api.routes_instance import build_instance_router
@@ -70,6 +71,15 @@ def create_app(
     prefix = settings.base_path
     for table in (build_system_router(), build_type_router(), build_instance_router()):
         app.router.routes.extend(table.routes(prefix))
+    # Starlette runs the last-added middleware first: the token check wraps the access log, which then
+    # sees the authenticated client name (and refused requests are audited too, as 401s).
     if audit is not None:
         app.add_middleware(AccessLogMiddleware, base_path=prefix, record=audit.record, clock=service.clock)
+    if settings.api_tokens:
+        app.add_middleware(
+            BearerTokenMiddleware,
+            tokens=settings.api_tokens,
+            protected=(prefix, "/dicomweb"),
+            public=(f"{prefix}/metadata",),
+        )
     return app

@@ -1,0 +1,68 @@
+"""Bearer-token access control for the HTTP edge (FHIR and DICOMweb).
+
+The hub holds patient data, so nothing is open by default on a network: `yilian serve` refuses a
+non-loopback bind without tokens (see `serve.check_exposure`). With `YILIAN_API_TOKENS` set (token →
+client name), every request except the CapabilityStatement (which SMART clients read before they
+authenticate) needs `Authorization: Bearer <token>`; the client name then identifies the agent in
+AuditEvents. Tokens are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fhir_server.api.responses import json_response
+from fhir_server.errors import Issue
+from fhir_server.model.outcomes import operation_outcome
+
+CLIENT_SCOPE_KEY = "yilian.client"
+
+
+def client_for(header: str | None, tokens: Mapping[str, str]) -> str | None:
+    """The client name for an `Authorization` header value, or None when it is not a known token."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    token = token.strip()
+    found = None
+    for known, name in tokens.items():
+        if hmac.compare_digest(known.encode(), token.encode()):
+            found = name
+    return found
+
+
+class BearerTokenMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, tokens: Mapping[str, str], protected: tuple[str, ...], public: tuple[str, ...]
+    ):
+        self.app = app
+        self.tokens = dict(tokens)
+        self.protected = protected
+        self.public = public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(self.protected) or path in self.public:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        raw = headers.get(b"authorization")
+        client = client_for(raw.decode("latin-1") if raw else None, self.tokens)
+        if client is None:
+            reason = "missing" if raw is None else "not valid"
+            response = json_response(
+                operation_outcome(
+                    [Issue("error", "login", f"Bearer token {reason}; this hub needs Authorization")]
+                ),
+                401,
+                headers={"WWW-Authenticate": 'Bearer realm="yilian"'},
+            )
+            await response(scope, receive, send)
+            return
+        scope[CLIENT_SCOPE_KEY] = client
+        await self.app(scope, receive, send)
