@@ -13,6 +13,7 @@ from typing import Any
 from fhir_server.search.index import IndexEntries
 from fhir_server.search.paths import Node
 from fhir_server.search.registry import CompiledParam, SearchRegistry, param_id
+from fhir_server.search.units import CANONICAL_SUFFIX, canonical
 from fhir_server.search.values import MAX_US, MIN_US, date_range, normalize_string, parse_number
 
 JsonObject = dict[str, Any]
@@ -72,8 +73,14 @@ def add_nodes(entries: IndexEntries, cp: CompiledParam, nodes: list[Node], rtype
             for low, high in number_values(node):
                 entries.numbers.append((pid, low, high))
     elif kind == "quantity":
+        canonical_pid = param_id(rtype, cp.param.code + CANONICAL_SUFFIX)
         for node in nodes:
-            entries.quantities.extend((pid, *q) for q in quantity_values(node))
+            for system, code, low, high in quantity_values(node):
+                entries.quantities.append((pid, system, code, low, high))
+                scale = canonical(system, code)
+                if scale is not None:
+                    unit, factor = scale
+                    entries.quantities.append((canonical_pid, system, unit, low * factor, high * factor))
     elif kind == "uri":
         for node in nodes:
             if isinstance(node[0], str):

@@ -29,6 +29,7 @@ from fhir_server.search.ast import (
     Value,
 )
 from fhir_server.search.registry import SearchParam, SearchRegistry, param_id
+from fhir_server.search.units import CANONICAL_SUFFIX, canonical
 from fhir_server.search.values import date_range, normalize_string, number_range
 
 DEFAULT_COUNT = 20
@@ -229,9 +230,28 @@ def parse_filter(registry: SearchRegistry, types: tuple[str, ...], key: str, val
         values.append(_parse_value(registry, kind, mod, raw, name, param))
     if not values:
         raise _Skip(f"Empty value for '{key}'")
+    if kind == "quantity" and mod is None:
+        canonical_values = _canonical_quantities(values)
+        if canonical_values is not None:
+            pids = tuple(param_id(t, name + CANONICAL_SUFFIX) for t in types if registry.get(t, name))
+            return Criterion(ParamRef(name + CANONICAL_SUFFIX, "quantity", pids), None, canonical_values)
     if mod is not None and mod in resource_types():
         return Criterion(ref, None, tuple(_typed_ref(v, mod) for v in values))
     return Criterion(ref, mod, tuple(values))
+
+
+def _canonical_quantities(values: list[Value]) -> tuple[Value, ...] | None:
+    """The values in canonical UCUM units when every one of them is a pure scaling, else None."""
+    out: list[Value] = []
+    for v in values:
+        if not isinstance(v, RangeValue):
+            return None
+        scale = canonical(v.system, v.code)
+        if scale is None:
+            return None
+        unit, f = scale
+        out.append(RangeValue(v.prefix, v.low * f, v.high * f, v.value * f, v.system, unit))
+    return tuple(out)
 
 
 def _typed_ref(value: Value, rtype: str) -> Value:

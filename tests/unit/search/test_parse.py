@@ -64,14 +64,20 @@ def test_string_reference_and_ranges() -> None:
     assert ident.param.code == "subject:identifier" and ident.values == (TokenValue("urn:mrn", "7"),)
     d = only("Patient", "birthdate=ge2024-02")
     assert isinstance(d.values[0], RangeValue) and d.values[0].prefix == "ge"
-    q = only("Observation", "value-quantity=lt5.40|http://unitsofmeasure.org|mmol/L").values[0]
-    assert isinstance(q, RangeValue) and (q.value, q.low, q.high, q.system, q.code) == (
+    q = only("Observation", "value-quantity=lt5.40|http://example.org/units|mmol/L").values[0]
+    assert isinstance(q, RangeValue)
+    assert (q.value, q.low, q.high, q.system, q.code) == (
         5.4,
         5.395,
         5.405,
-        "http://unitsofmeasure.org",
+        "http://example.org/units",
         "mmol/L",
     )
+    # UCUM units that are pure scalings are searched in canonical units (indexed under `code:canonical`)
+    c = only("Observation", "value-quantity=5.40|http://unitsofmeasure.org|mmol/L")
+    assert c.param.code == "value-quantity:canonical"
+    (v,) = c.values
+    assert isinstance(v, RangeValue) and v.code == "mol/L" and abs(v.low - 5.395e-3) < 1e-15
     comp = only("Observation", "code-value-quantity=8867-4$gt60").values[0]
     assert (
         isinstance(comp, CompositeValue)
