@@ -107,14 +107,11 @@ def searchset(
         links.append({"relation": "next", "url": search_url(path, query, page.next_cursor)})
     if page.previous_cursor:
         links.append({"relation": "previous", "url": search_url(path, query, page.previous_cursor)})
-    total = page.total
-    if total is None and query.total != "none" and not query.cursor and not page.next_cursor:
-        total = len(matches)
     bundle: JsonObject = {"resourceType": "Bundle", "type": "searchset"}
-    if total is not None:
-        bundle["total"] = total
+    if page.total is not None:
+        bundle["total"] = page.total
     elif not query.cursor and not page.next_cursor:
-        bundle["total"] = len(matches)
+        bundle["total"] = len(matches)  # the whole result is on this page: the total is free
     bundle["link"] = links
     entries = [_entry(v, "match", query, base_url) for v in matches]
     entries.extend(_entry(v, "include", query, base_url) for v in included)
