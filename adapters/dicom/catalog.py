@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from adapters.base import Sink
+from adapters.base import JsonObject, Sink
 from adapters.dicom.instances import InstanceStore
 from adapters.dicom.matching import matches
 from adapters.dicom.query import (
@@ -24,6 +24,8 @@ from adapters.dicom.query import (
     study_search_params,
     uid_filters,
 )
+from adapters.dicom.worklist import is_imaging_request, worklist_record
+from adapters.identity import organization_identifier_system
 
 
 class Catalog:
@@ -41,3 +43,47 @@ class Catalog:
             instances = await asyncio.to_thread(self._store.select, **uid_filters(criteria))
             records = level_records(level, instances)
         return [r for r in records if matches(r, criteria)]
+
+    async def worklist(self, calling_ae: str, member: str | None) -> list[Record]:
+        """Active imaging ServiceRequests as worklist items for the calling modality.
+
+        With a member (the AE's mapping), only requests whose performer is that member's Organization
+        (by id, or by its `urn:yilian:member` identifier as the HL7 feed creates it) or that name no
+        performer; without one, every active imaging request.
+        """
+        bundle = await self._sink.search("ServiceRequest", [("status", "active"), ("_count", "1000")])
+        orgs: dict[str, bool] = {}
+        records = []
+        for entry in bundle.get("entry", []):
+            sr = entry.get("resource", {})
+            if sr.get("resourceType") != "ServiceRequest" or sr.get("status") != "active":
+                continue
+            if not is_imaging_request(sr):
+                continue
+            performers = [str(p.get("reference", "")) for p in sr.get("performer", [])]
+            if (
+                member
+                and performers
+                and not any([await self._is_member(ref, member, orgs) for ref in performers])
+            ):
+                continue
+            subject = str(sr.get("subject", {}).get("reference", ""))
+            patient = None
+            if subject.startswith("Patient/"):
+                patient = await self._sink.read("Patient", subject.removeprefix("Patient/"))
+            records.append(worklist_record(sr, patient, calling_ae))
+        return records
+
+    async def _is_member(self, reference: str, member: str, cache: dict[str, bool]) -> bool:
+        if not reference.startswith("Organization/"):
+            return False
+        if reference not in cache:
+            org_id = reference.removeprefix("Organization/")
+            org: JsonObject | None = (
+                None if org_id == member else await self._sink.read("Organization", org_id)
+            )
+            cache[reference] = org_id == member or any(
+                i.get("system") == organization_identifier_system() and i.get("value") == member
+                for i in (org or {}).get("identifier", [])
+            )
+        return cache[reference]

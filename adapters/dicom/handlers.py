@@ -37,7 +37,7 @@ from adapters.dicom.query import (
     uid_filters,
 )
 from adapters.dicom.summary import InvalidInstance
-from adapters.dicom.worklist import is_imaging_request, worklist_criteria, worklist_record, worklist_response
+from adapters.dicom.worklist import worklist_criteria, worklist_response
 from fhir_server.errors import FhirError
 from fhir_server.settings import Settings
 
@@ -129,7 +129,9 @@ class DicomHandlers:
         yield from _pending(event, (response_identifier(level, requested, r, aet) for r in records))
 
     def _worklist(self, event: Event, identifier: Dataset) -> Iterator[FindYield]:
-        records = self._on_loop(self._worklist_records(_calling_ae(event)), "worklist query")
+        calling = _calling_ae(event)
+        member = self._settings.dicom_known_aes.get(calling)
+        records = self._on_loop(self._catalog.worklist(calling, member), "worklist query")
         if records is None:
             yield v.UNABLE_TO_PROCESS, None
             return
@@ -144,27 +146,6 @@ class DicomHandlers:
         except (FhirError, TimeoutError) as exc:
             log.error("%s failed: %s", what, exc)
             return None
-
-    async def _worklist_records(self, calling: str) -> list[dict[str, str]]:
-        """Active imaging ServiceRequests for the caller's member (all of them if the AE is unmapped)."""
-        member = self._settings.dicom_known_aes.get(calling)
-        bundle = await self._sink.search("ServiceRequest", [("status", "active"), ("_count", "1000")])
-        records = []
-        for entry in bundle.get("entry", []):
-            sr = entry.get("resource", {})
-            if sr.get("resourceType") != "ServiceRequest" or sr.get("status") != "active":
-                continue
-            if not is_imaging_request(sr):
-                continue
-            performers = [p.get("reference", "") for p in sr.get("performer", [])]
-            if member and performers and f"Organization/{member}" not in performers:
-                continue
-            subject = sr.get("subject", {}).get("reference", "")
-            patient = None
-            if subject.startswith("Patient/"):
-                patient = await self._sink.read("Patient", subject.removeprefix("Patient/"))
-            records.append(worklist_record(sr, patient, calling))
-        return records
 
     def _retrieve_set(self, event: Event) -> list[StoredInstance] | None:
         try:

@@ -59,7 +59,9 @@ class StudyContext:
 
     wado_rs_base: str  # e.g. http://hub:8080/dicomweb
     timezone: str = "Asia/Shanghai"
-    member: str | None = None  # Organization id the calling AE maps to
+    member: str | None = (
+        None  # member code the calling AE maps to (Organization identifier urn:yilian:member)
+    )
     service_request_id: str | None = None  # ServiceRequest whose identifier equals the accession number
 
 
@@ -85,11 +87,31 @@ def translate_study(records: Sequence[StoredInstance], ctx: StudyContext) -> Jso
     patient_url, study_url, endpoint_url = (f"urn:uuid:{uuid.uuid4()}" for _ in range(3))
     psys, pval = patient_identifier(first)
     endpoint_id_value = f"dicom-wado-rs:{ctx.wado_rs_base}"
-    study = _imaging_study(records, ctx, patient_url, endpoint_url)
-    entries: list[JsonObject] = [
+    org_url = f"urn:uuid:{uuid.uuid4()}" if ctx.member else None
+    study = _imaging_study(records, ctx, patient_url, endpoint_url, org_url)
+    entries: list[JsonObject] = []
+    if ctx.member and org_url:
+        # the same member Organization the HL7 feed names by its facility code (MSH-4): one per member
+        entries.append(
+            {
+                "fullUrl": org_url,
+                "resource": {
+                    "resourceType": "Organization",
+                    "identifier": [{"system": organization_identifier_system(), "value": ctx.member}],
+                    "active": True,
+                    "name": ctx.member,
+                },
+                "request": {
+                    "method": "POST",
+                    "url": "Organization",
+                    "ifNoneExist": f"identifier={organization_identifier_system()}|{ctx.member}",
+                },
+            }
+        )
+    entries += [
         {
             "fullUrl": patient_url,
-            "resource": _patient(s, psys, pval, ctx.member),
+            "resource": _patient(s, psys, pval, org_url),
             "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier={psys}|{pval}"},
         },
         {
@@ -108,7 +130,7 @@ def translate_study(records: Sequence[StoredInstance], ctx: StudyContext) -> Jso
         },
         {
             "fullUrl": f"urn:uuid:{uuid.uuid4()}",
-            "resource": _provenance(records, ctx, study_url),
+            "resource": _provenance(records, org_url, study_url),
             "request": {"method": "POST", "url": "Provenance"},
         },
     ]
@@ -116,7 +138,11 @@ def translate_study(records: Sequence[StoredInstance], ctx: StudyContext) -> Jso
 
 
 def _imaging_study(
-    records: Sequence[StoredInstance], ctx: StudyContext, patient_url: str, endpoint_url: str
+    records: Sequence[StoredInstance],
+    ctx: StudyContext,
+    patient_url: str,
+    endpoint_url: str,
+    org_url: str | None,
 ) -> JsonObject:
     s = records[0].summary
     series_map: dict[str, list[InstanceSummary]] = {}
@@ -144,8 +170,8 @@ def _imaging_study(
             "type": {"coding": [{"system": V2_0203, "code": "ACSN"}]},
             "value": s.accession_number,
         }
-        if ctx.member:
-            accession["assigner"] = {"reference": f"Organization/{ctx.member}"}
+        if org_url:
+            accession["assigner"] = {"reference": org_url}
         study["identifier"].append(accession)
     if modalities:
         study["modality"] = [{"system": DCM_SYSTEM, "code": m} for m in modalities]
@@ -190,7 +216,7 @@ def _series(members: list[InstanceSummary], ctx: StudyContext) -> JsonObject:
     return out
 
 
-def _patient(s: InstanceSummary, system: str, value: str, member: str | None) -> JsonObject:
+def _patient(s: InstanceSummary, system: str, value: str, org_url: str | None) -> JsonObject:
     patient: JsonObject = {"resourceType": "Patient", "identifier": [{"system": system, "value": value}]}
     names = human_names(s.patient_name)
     if names:
@@ -201,8 +227,8 @@ def _patient(s: InstanceSummary, system: str, value: str, member: str | None) ->
     birth = dicom_date(s.patient_birth_date)
     if birth:
         patient["birthDate"] = birth
-    if member:
-        patient["managingOrganization"] = {"reference": f"Organization/{member}"}
+    if org_url:
+        patient["managingOrganization"] = {"reference": org_url}
     return patient
 
 
@@ -253,11 +279,11 @@ def _endpoint(address: str, id_value: str) -> JsonObject:
     }
 
 
-def _provenance(records: Sequence[StoredInstance], ctx: StudyContext, study_url: str) -> JsonObject:
+def _provenance(records: Sequence[StoredInstance], org_url: str | None, study_url: str) -> JsonObject:
     first = records[0]
     who: JsonObject = {"display": f"DICOM AE {first.calling_ae}"}
-    if ctx.member:
-        who = {"reference": f"Organization/{ctx.member}"}
+    if org_url:
+        who = {"reference": org_url}
     return {
         "resourceType": "Provenance",
         "target": [{"reference": study_url}],

@@ -42,9 +42,20 @@ DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 IMAGING_CATEGORY = "363679005"  # SNOMED CT: Imaging
 
 
+V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"  # OBR-24 diagnostic service section (HL7 feed)
+SECTION_MODALITY = {"CT": "CT", "RX": "DX", "RAD": "", "RUS": "US", "VUS": "US", "OUS": "US", "CUS": "US",
+                    "NMR": "MR", "NMS": "NM", "XRC": "RF"}  # fmt: skip
+
+
 def is_imaging_request(sr: JsonObject) -> bool:
+    """Imaging orders: a DCM modality code, SNOMED 363679005 (Imaging), or an imaging OBR-24 section."""
     codings = [c for cc in [*sr.get("category", []), sr.get("code", {})] for c in cc.get("coding", [])]
-    return any(c.get("system") == DCM_SYSTEM or c.get("code") == IMAGING_CATEGORY for c in codings)
+    return any(
+        c.get("system") == DCM_SYSTEM
+        or c.get("code") == IMAGING_CATEGORY
+        or (c.get("system") == V2_0074 and c.get("code") in SECTION_MODALITY)
+        for c in codings
+    )
 
 
 def worklist_record(sr: JsonObject, patient: JsonObject | None, station_aet: str) -> Record:
@@ -64,6 +75,7 @@ def worklist_record(sr: JsonObject, patient: JsonObject | None, station_aet: str
     concepts = [code, *sr.get("category", [])]
     codings = [c for cc in concepts for c in cc.get("coding", [])]
     modalities = [c.get("code", "") for c in codings if c.get("system") == DCM_SYSTEM]
+    modalities += [SECTION_MODALITY.get(c.get("code", ""), "") for c in codings if c.get("system") == V2_0074]
     modality = (modalities or [""])[0]
     when = sr.get("occurrenceDateTime") or sr.get("occurrencePeriod", {}).get("start") or ""
     date, time = dicom_da_tm(when)

@@ -246,7 +246,19 @@ async def test_modality_worklist_lists_scheduled_imaging_requests(tmp_path):
     elsewhere = ct | {"id": "sr-other", "performer": [{"reference": "Organization/org-county"}]}
     lab = ct | {"id": "sr-lab", "category": [], "code": {"text": "CBC"}}
     done = ct | {"id": "sr-done", "status": "completed"}
-    sink = RecordingSink([patient, ct, elsewhere, lab, done])
+    town_org = {  # as the HL7 feed creates it: server id, member code as identifier
+        "resourceType": "Organization",
+        "id": "7f3a",
+        "identifier": [{"system": "urn:yilian:member", "value": "org-town-a"}],
+    }
+    from_hl7 = ct | {
+        "id": "sr-hl7",
+        "identifier": [{"type": {"coding": [{"code": "ACSN"}]}, "value": "ACC10"}],
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "CT"}]}],
+        "code": {"text": "头颅CT平扫"},
+        "performer": [{"reference": "Organization/7f3a"}],
+    }
+    sink = RecordingSink([patient, ct, elsewhere, lab, done, town_org, from_hl7])
     service = await start_dicom(_settings(tmp_path), sink, port=0)
     try:
         q = Dataset()
@@ -259,8 +271,8 @@ async def test_modality_worklist_lists_scheduled_imaging_requests(tmp_path):
         sps.ScheduledProcedureStepStartDate = "20261124"
         q.ScheduledProcedureStepSequence = [sps]
         found = await asyncio.to_thread(_find, service.port, ModalityWorklistInformationFind, q)
-        assert [f.AccessionNumber for f in found] == ["ACC9"]
-        item = found[0]
+        assert sorted(f.AccessionNumber for f in found) == ["ACC10", "ACC9"]
+        item = next(f for f in found if f.AccessionNumber == "ACC9")
         assert item.PatientID == "P77"
         assert item.PatientName.ideographic == "王^小明"
         assert item.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "TOWNA"

@@ -47,7 +47,10 @@ def test_study_bundle_shape():
     assert patient["identifier"][0]["system"] == "urn:yilian:member:TOWNSHIP-A:patient-id"
     assert patient["name"][0]["family"] == "王" and patient["name"][0]["given"] == ["小明"]
     assert patient["birthDate"] == "1960-01-02" and patient["gender"] == "male"
-    assert patient["managingOrganization"] == {"reference": "Organization/org-town-a"}
+    org = e["Organization"]
+    assert org["request"]["ifNoneExist"] == "identifier=urn:yilian:member|org-town-a"
+    assert patient["managingOrganization"] == {"reference": org["fullUrl"]}
+    assert img["identifier"][1]["assigner"] == {"reference": org["fullUrl"]}
     assert e["Provenance"]["resource"]["target"] == [{"reference": e["ImagingStudy"]["fullUrl"]}]
 
 
