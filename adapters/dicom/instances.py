@@ -32,6 +32,7 @@ from fhir_server.settings import Settings
 log = logging.getLogger(__name__)
 
 DUPLICATE_POLICIES = ("keep", "replace")
+CLEAN_MARK = "clean-shutdown"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instance (
@@ -177,6 +178,20 @@ class InstanceStore:
         if restored:
             log.warning("re-indexed %d instance files after an unclean stop", restored)
         return restored
+
+    def take_clean_mark(self) -> bool:
+        """True if the owning service stopped cleanly last time (then no re-index is needed); the mark
+        is removed, so a crash from now on is detected at the next start."""
+        mark = self.root / CLEAN_MARK
+        clean = mark.exists()
+        mark.unlink(missing_ok=True)
+        _fsync_dir(self.root)
+        return clean
+
+    def leave_clean_mark(self) -> None:
+        """Called by the owning service after every writer (worker processes too) has stopped."""
+        (self.root / CLEAN_MARK).touch()
+        _fsync_dir(self.root)
 
     def clean_tmp(self) -> None:
         """Remove half-written files left by a crash (only call when no writer is active)."""

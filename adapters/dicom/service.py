@@ -39,6 +39,7 @@ class DicomService:
         if self._pool is not None:
             await asyncio.to_thread(self._pool.close)
         await self.buffer.close()
+        self.instances.leave_clean_mark()
         self.instances.close()
 
 
@@ -51,7 +52,8 @@ async def start_dicom(settings: Settings, sink: Sink, port: int | None = None) -
     loop = asyncio.get_running_loop()
     store = open_instance_store(settings)
     store.clean_tmp()
-    await asyncio.to_thread(store.reindex_orphans)
+    if not store.take_clean_mark():  # the last run did not stop cleanly: index rows may be missing
+        await asyncio.to_thread(store.reindex_orphans)
     publisher = StudyPublisher(store, sink, settings)
 
     async def pending() -> dict[str, int]:

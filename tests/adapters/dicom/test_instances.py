@@ -79,3 +79,21 @@ def test_mark_published_respects_later_arrivals(tmp_path):
     store.mark_published(study, store.pending_studies()[study])
     assert store.pending_studies() == {}
     store.close()
+
+
+def test_files_whose_index_rows_were_lost_are_reindexed(tmp_path):
+    """A power cut can take the last (crash-consistent, not fsync'd) index commits but not the files."""
+    store = InstanceStore(tmp_path, "keep")
+    data, s = _inst()
+    store.put(data, s, "A", "")
+    store._db.execute("DELETE FROM instance")  # what a lost WAL tail looks like
+    store.close()
+    reopened = InstanceStore(tmp_path, "keep")
+    assert not reopened.take_clean_mark()
+    assert reopened.reindex_orphans() == 1
+    assert reopened.read_bytes(s.sop_instance_uid) == data
+    reopened.leave_clean_mark()
+    reopened.close()
+    third = InstanceStore(tmp_path, "keep")
+    assert third.take_clean_mark()
+    third.close()
