@@ -356,3 +356,15 @@ async def test_meta_params_uri_number_and_of_type(client: httpx.AsyncClient) -> 
     assert ids(await search(client, "RiskAssessment?probability=lt0.2")) == []
     assert ids(await search(client, "RiskAssessment?probability=0.3")) == [risk]  # 0.3 means [0.25, 0.35)
     assert ids(await search(client, "RiskAssessment?probability=0.4")) == []
+
+
+async def test_last_updated(client: httpx.AsyncClient, people: dict[str, str]) -> None:
+    r = await client.get(f"{BASE}/Patient/{people['zhang']}")
+    stamp = r.json()["meta"]["lastUpdated"]
+    everyone = sorted(people.values())
+    assert sorted(ids(await search(client, "Patient?_lastUpdated=gt2000-01-01"))) == everyone
+    assert ids(await search(client, "Patient?_lastUpdated=lt2000-01-01")) == []
+    assert people["zhang"] in ids(await search(client, f"Patient?_lastUpdated={stamp[:10]}"))
+    assert people["zhang"] in ids(await search(client, f"Patient?_lastUpdated=le{stamp}"))
+    assert people["zhang"] not in ids(await search(client, f"Patient?_lastUpdated=gt{stamp}"))
+    assert people["zhang"] in ids(await search(client, f"Patient?_lastUpdated=ge{stamp}&_sort=-_lastUpdated"))

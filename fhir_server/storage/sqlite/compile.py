@@ -16,6 +16,9 @@ walks `resource (type, deleted, rid)` in rid order and stops at the page size. S
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,12 +62,24 @@ class Sql:
 
 
 class _Builder:
-    def __init__(self) -> None:
+    """Fresh aliases, and the resource types the filter being compiled applies to (chains and _has
+    switch them for their inner filters)."""
+
+    def __init__(self, types: tuple[str, ...]) -> None:
         self.n = 0
+        self.types = types
 
     def alias(self, prefix: str) -> str:
         self.n += 1
         return f"{prefix}{self.n}"
+
+    @contextmanager
+    def scope(self, types: tuple[str, ...]) -> Iterator[None]:
+        outer, self.types = self.types, types
+        try:
+            yield
+        finally:
+            self.types = outer
 
 
 def _in(column: str, values: list[Any], params: list[Any]) -> str:
@@ -106,8 +121,8 @@ def _range_sql(kind: str, v: RangeValue, lo: str, hi: str, params: list[Any]) ->
         if p == "eb":
             params.append(low)
             return f"{hi} <= ?"
-        a, b = ap_window(v, "date")
-        params.extend([int(b), int(a)])
+        a, b = ap_window(v, "date")  # integer columns: lo < b ⟺ lo < ceil(b), hi > a ⟺ hi > floor(a)
+        params.extend([math.ceil(b), math.floor(a)])
         return f"({lo} < ? AND {hi} > ?)"
     if p in ("eq", "ne"):
         params.extend([low, high])
@@ -121,6 +136,31 @@ def _range_sql(kind: str, v: RangeValue, lo: str, hi: str, params: list[Any]) ->
     a, b = ap_window(v, "number")
     params.extend([b, a])
     return f"({lo} <= ? AND {hi} >= ?)"
+
+
+def _instant_sql(v: RangeValue, col: str, params: list[Any]) -> str:
+    """Date prefixes for an instant t, whose range is [t, t + 1): the same rules as `_range_sql`,
+    solved for t so the (type, last_updated_us) index can range-scan."""
+    low, high, p = int(v.low), int(v.high), v.prefix
+    if p in ("eq", "ne"):
+        params.extend([low, high])
+        cond = f"({col} >= ? AND {col} < ?)"
+        return cond if p == "eq" else f"NOT {cond}"
+    if p in ("gt", "sa"):
+        params.append(high)
+        return f"{col} >= ?"
+    if p in ("lt", "eb"):
+        params.append(low)
+        return f"{col} < ?"
+    if p == "ge":
+        params.append(low)
+        return f"{col} >= ?"
+    if p == "le":
+        params.append(high)
+        return f"{col} < ?"
+    a, b = ap_window(v, "date")  # t + 1 > a ⟺ t >= floor(a - 1) + 1; t < b ⟺ t < ceil(b)
+    params.extend([math.floor(a - 1) + 1, math.ceil(b)])
+    return f"({col} >= ? AND {col} < ?)"
 
 
 def _value_sql(c: Criterion, v: Value, x: str, params: list[Any]) -> str:
@@ -214,9 +254,7 @@ def _criterion_sql(c: Criterion, outer: str, b: _Builder, params: list[Any]) -> 
         ors = []
         for v in c.values:
             assert isinstance(v, RangeValue)
-            ors.append(
-                _range_sql("date", v, f"{outer}.last_updated_us", f"({outer}.last_updated_us + 1)", params)
-            )
+            ors.append(_instant_sql(v, f"{outer}.last_updated_us", params))
         return "(" + " OR ".join(ors) + ")"
     table = TABLE_OF[c.param.type if c.param.type in TABLE_OF else "token"]
     if c.modifier in ("of-type", "identifier"):
@@ -243,7 +281,7 @@ def drivable(f: Filter) -> bool:
     if isinstance(f, Chain | Has):
         return True
     return (
-        f.param.code not in ("_id", "_lastUpdated")
+        f.param.code != "_id"
         and f.modifier not in ("not", "missing")
         and not isinstance(f.values[0], MissingValue)
     )
@@ -251,6 +289,11 @@ def drivable(f: Filter) -> bool:
 
 def rid_subquery(f: Filter, b: _Builder, params: list[Any]) -> str:
     """`SELECT rid ...` of the resources matching a drivable filter, starting from its index."""
+    if isinstance(f, Criterion) and f.param.code == "_lastUpdated":
+        u = b.alias("u")
+        types = _in(f"{u}.type", list(b.types), params)
+        ranges = _criterion_sql(f, u, b, params)
+        return f"SELECT {u}.rid FROM resource {u} INDEXED BY resource_type_lu WHERE {types} AND {ranges}"
     if isinstance(f, Criterion):
         table = "idx_token" if f.modifier in ("of-type", "identifier") else TABLE_OF[f.param.type]
         x = b.alias("x")
@@ -261,7 +304,8 @@ def rid_subquery(f: Filter, b: _Builder, params: list[Any]) -> str:
     if isinstance(f, Chain):
         x, t = b.alias("x"), b.alias("t")
         types = _in(f"{t}.type", list(f.target_types), params)
-        inner = filter_sql(f.inner, t, "in", b, params)
+        with b.scope(f.target_types):
+            inner = filter_sql(f.inner, t, "in", b, params)
         pids = _in(f"{x}.param", list(f.ref.pids), params)
         return (
             f"SELECT {x}.rid FROM resource {t} CROSS JOIN idx_reference {x} "
@@ -269,7 +313,8 @@ def rid_subquery(f: Filter, b: _Builder, params: list[Any]) -> str:
             f"AND {x}.target_id = {t}.id AND {x}.target_type = {t}.type AND {x}.url = ''"
         )
     s, x, t = b.alias("s"), b.alias("x"), b.alias("t")
-    inner = filter_sql(f.inner, s, "in", b, params)
+    with b.scope((f.source_type,)):
+        inner = filter_sql(f.inner, s, "in", b, params)
     pids = _in(f"{x}.param", list(f.ref.pids), params)
     params.append(f.source_type)
     return (
@@ -289,7 +334,8 @@ def filter_sql(f: Filter, outer: str, mode: str, b: _Builder, params: list[Any])
         x, t = b.alias("x"), b.alias("t")
         pids = _in(f"{x}.param", list(f.ref.pids), params)
         types = _in(f"{t}.type", list(f.target_types), params)
-        inner = filter_sql(f.inner, t, "exists", b, params)
+        with b.scope(f.target_types):
+            inner = filter_sql(f.inner, t, "exists", b, params)
         return (
             f"EXISTS (SELECT 1 FROM idx_reference {x} INDEXED BY idx_reference_rid CROSS JOIN resource {t} "
             f"WHERE {x}.rid = {outer}.rid AND {pids} AND {t}.type = {x}.target_type "
@@ -298,7 +344,8 @@ def filter_sql(f: Filter, outer: str, mode: str, b: _Builder, params: list[Any])
     s, x = b.alias("s"), b.alias("x")
     pids = _in(f"{x}.param", list(f.ref.pids), params)
     params.append(f.source_type)
-    inner = filter_sql(f.inner, s, "exists", b, params)
+    with b.scope((f.source_type,)):
+        inner = filter_sql(f.inner, s, "exists", b, params)
     return (
         f"EXISTS (SELECT 1 FROM idx_reference {x} CROSS JOIN resource {s} "
         f"WHERE {pids} AND {x}.target_id = {outer}.id AND {x}.target_type = {outer}.type AND {x}.url = '' "
@@ -306,10 +353,10 @@ def filter_sql(f: Filter, outer: str, mode: str, b: _Builder, params: list[Any])
     )
 
 
-def driver_probe(f: Filter, limit: int) -> Sql:
+def driver_probe(f: Filter, types: tuple[str, ...], limit: int) -> Sql:
     """Counts at most `limit` rows of a filter's driving subquery: the executor's selectivity probe."""
     params: list[Any] = []
-    sub = rid_subquery(f, _Builder(), params)
+    sub = rid_subquery(f, _Builder(types), params)
     params.append(limit)
     return Sql(f"SELECT count(*) FROM ({sub} LIMIT ?)", params)
 
@@ -342,7 +389,7 @@ def sort_sql(key: SortKey, outer: str, params: list[Any]) -> str:
 
 
 def where_sql(query: SearchQuery, driver: int | None, params: list[Any]) -> str:
-    b = _Builder()
+    b = _Builder(query.types)
     conds = ["r.deleted = 0"]
     if len(query.types) < len(resource_types()):  # a system search over every type needs no type test
         conds.insert(0, _in("r.type", list(query.types), params))

@@ -58,6 +58,8 @@ def index_ddl() -> list[str]:
         "CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (param, url, rid) WHERE url != ''"
     )
     ddl.append("CREATE INDEX IF NOT EXISTS idx_date_high ON idx_date (param, high, low, rid)")
+    # _lastUpdated as a driving filter (the resource table is the lead's; this index serves search)
+    ddl.append("CREATE INDEX IF NOT EXISTS resource_type_lu ON resource (type, last_updated_us)")
     for table in ("idx_number", "idx_quantity"):
         ddl.append(f"CREATE INDEX IF NOT EXISTS {table}_low ON {table} (param, low, rid)")
         ddl.append(f"CREATE INDEX IF NOT EXISTS {table}_high ON {table} (param, high, rid)")

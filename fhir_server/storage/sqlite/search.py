@@ -49,7 +49,7 @@ def choose_driver(conn: sqlite3.Connection, query: SearchQuery) -> int | None:
         if probes == MAX_PROBES:
             break
         probes += 1
-        sql = driver_probe(f, PROBE_LIMIT)
+        sql = driver_probe(f, query.types, PROBE_LIMIT)
         (n,) = conn.execute(sql.text, sql.params).fetchone()
         if n < PROBE_LIMIT and (best is None or n < best[1]):
             best = (i, n)
