@@ -111,21 +111,22 @@ def split_top(text: str, sep: str) -> list[str]:
 
 
 def _strip_parens(text: str) -> str:
+    """`((A.b as T))` → `A.b as T`: drop parentheses that enclose the whole expression."""
     text = text.strip()
-    while text.startswith("(") and text.endswith(")") and len(split_top(text[1:-1], ")")) == 1:
-        inner = text[1:-1]
-        depth = 0
-        ok = True
-        for ch in inner:
-            depth += ch == "("
-            depth -= ch == ")"
-            if depth < 0:
-                ok = False
-                break
-        if not ok:
-            break
-        text = inner.strip()
+    while text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
+        text = text[1:-1].strip()
     return text
+
+
+def _balanced(text: str) -> bool:
+    """Whether parentheses in `text` never close more than they opened (so `(a) | (b)` is not wrapped)."""
+    depth = 0
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth < 0:
+            return False
+    return depth == 0
 
 
 def reference_type(value: Any) -> str | None:

@@ -244,7 +244,7 @@ def _fhirpath_extractor(expression: str, resource_type: str | None) -> NodeExtra
     def extract(resource: JsonObject) -> list[Node]:
         try:
             values = fn(resource, {"resource": resource})
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - evaluation errors mean "no values" for this resource
             return []
         return [(v, None, None) for v in values]
 
