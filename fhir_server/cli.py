@@ -75,9 +75,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _adapter_commands() -> list[SubcommandAdder]:
+    from adapters.dicom import commands as dicom_commands
     from adapters.hl7v2 import commands as hl7_commands
 
-    adders: list[SubcommandAdder] = [hl7_commands.add_parser]
+    adders: list[SubcommandAdder] = [hl7_commands.add_parser, dicom_commands.add_parser]
     return adders
 
 

@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     dicom_port: int = 11112  # 0 disables the listener
     dicom_aet: str = "YILIAN"
     dicom_storage: Path | None = None  # default: beside the database, <db dir>/dicom
-    dicom_known_aes: dict[str, str] = Field(default_factory=dict)  # calling AE title -> Organization id
+    # calling AE title -> member code (the same facility code the member's HIS sends in MSH-4)
+    dicom_known_aes: dict[str, str] = Field(default_factory=dict)
     dicom_move_destinations: dict[str, str] = Field(default_factory=dict)  # AE title -> "host:port"
     dicom_refuse_unknown_callers: bool = False
     dicom_duplicate_policy: str = "keep"  # keep | replace
