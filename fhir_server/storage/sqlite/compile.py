@@ -388,6 +388,78 @@ def sort_sql(key: SortKey, outer: str, params: list[Any]) -> str:
     return f"coalesce(({scalar}), ?)"
 
 
+def _sort_column(key: SortKey) -> tuple[str, str, str] | None:
+    """(table, column, index hint) that yields `key`'s rows already in sort order, or None."""
+    if key.param.code in ("_id", "_lastUpdated") or len(key.param.pids) != 1:
+        return None
+    kind, desc = key.param.type, key.descending
+    table = TABLE_OF.get(kind)
+    if table is None or kind == "composite":
+        return None
+    if kind in ("date", "number", "quantity"):
+        column = "high" if desc else "low"
+        if kind == "date":
+            hint = "INDEXED BY idx_date_high" if desc else ""  # the primary key starts (param, low)
+        else:
+            hint = f"INDEXED BY {table}_{column}"
+        return table, column, hint
+    column = {"string": "value", "token": "code", "reference": "target_id", "uri": "value"}[kind]
+    return table, column, ""  # the primary key starts (param, column)
+
+
+def compile_sorted_stream(query: SearchQuery, after: tuple[list[Any], int] | None) -> tuple[Sql, Sql] | None:
+    """A one-key `_sort` read in order from the sort parameter's index instead of sorting every match.
+
+    Returns two unbounded queries the executor reads lazily: (A) resources that have the parameter,
+    walking its index in sort order and keeping each resource's row that carries its sort value
+    (duplicates of one rid are adjacent; the executor drops them), then (B) resources without it
+    (they sort last) in rid order. Same order and cursor as `compile_page`; None when not applicable.
+    """
+    if len(query.sort) != 1:
+        return None
+    key = query.sort[0]
+    found = _sort_column(key)
+    if found is None:
+        return None
+    table, col, hint = found
+    desc = key.descending
+    textual = key.param.type in ("string", "token", "reference", "uri")
+    missing: Any = ("" if desc else STRING_MAX) if textual else (-NUM_MAX if desc else NUM_MAX)
+    pid = key.param.pids[0]
+    b = _Builder(query.types)
+    common: list[Any] = []
+    conds = ["r.deleted = 0"]
+    if len(query.types) < len(resource_types()):
+        conds.insert(0, _in("r.type", list(query.types), common))
+    conds += [filter_sql(f, "r", "exists", b, common) for f in query.filters]
+    where = " AND ".join(conds)
+    agg = "max" if desc else "min"
+    a_params: list[Any] = [pid, *common, pid]
+    a_text = (
+        f"SELECT r.rid, r.type, r.id, x.{col} FROM {table} x {hint} CROSS JOIN resource r "
+        f"WHERE x.param = ? AND r.rid = x.rid AND {where} "
+        f"AND x.{col} = (SELECT {agg}(s.{col}) FROM {table} s INDEXED BY {table}_rid "
+        "WHERE s.rid = x.rid AND s.param = ?)"
+    )
+    b_params: list[Any] = [missing, *common, pid]
+    b_text = (
+        f"SELECT r.rid, r.type, r.id, ? FROM resource r WHERE {where} AND NOT EXISTS "
+        f"(SELECT 1 FROM {table} s INDEXED BY {table}_rid WHERE s.rid = r.rid AND s.param = ?)"
+    )
+    if after is not None:
+        (value,), rid = after
+        if value == missing:
+            a_text += " AND 0"  # the cursor is already among the resources without a value
+            b_text += " AND r.rid > ?"
+            b_params.append(rid)
+        else:
+            a_text += f" AND (x.{col} {'<' if desc else '>'} ? OR (x.{col} = ? AND r.rid > ?))"
+            a_params += [value, value, rid]
+    a_text += f" ORDER BY x.{col} {'DESC' if desc else 'ASC'}, r.rid ASC"
+    b_text += " ORDER BY r.rid ASC"
+    return Sql(a_text, a_params), Sql(b_text, b_params)
+
+
 def where_sql(query: SearchQuery, driver: int | None, params: list[Any]) -> str:
     b = _Builder(query.types)
     conds = ["r.deleted = 0"]

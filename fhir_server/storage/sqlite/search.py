@@ -17,7 +17,14 @@ import orjson
 from fhir_server.errors import InvalidSearch
 from fhir_server.search.ast import SearchQuery
 from fhir_server.storage.protocol import SearchPage, StoredVersion
-from fhir_server.storage.sqlite.compile import compile_count, compile_page, drivable, driver_probe
+from fhir_server.storage.sqlite.compile import (
+    Sql,
+    compile_count,
+    compile_page,
+    compile_sorted_stream,
+    drivable,
+    driver_probe,
+)
 
 PROBE_LIMIT = 2000
 MAX_PROBES = 3
@@ -70,14 +77,38 @@ def _page_rows(
         if len(values) != len(query.sort):
             raise InvalidSearch("Paging cursor does not belong to this search")
         after, backwards = (values, rid), direction == "p"
-    sql = compile_page(query, driver=driver, after=after, backwards=backwards, limit=limit + 1)
-    rows = conn.execute(sql.text, sql.params).fetchall()
+    streams = compile_sorted_stream(query, after) if driver is None and not backwards else None
+    if streams is not None:
+        rows = _read_streams(conn, streams, limit + 1)
+    else:
+        sql = compile_page(query, driver=driver, after=after, backwards=backwards, limit=limit + 1)
+        rows = conn.execute(sql.text, sql.params).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     if backwards:
         rows.reverse()
         return rows, True, more
     return rows, more, after is not None
+
+
+def _read_streams(conn: sqlite3.Connection, streams: tuple[Sql, ...], wanted: int) -> list[tuple[Any, ...]]:
+    """Up to `wanted` distinct resources from ordered streams, read lazily (SQLite stops when we do)."""
+    rows: list[tuple[Any, ...]] = []
+    seen: set[int] = set()
+    for sql in streams:
+        cur = conn.execute(sql.text, sql.params)
+        while len(rows) < wanted:
+            batch = cur.fetchmany(wanted)
+            if not batch:
+                break
+            for row in batch:
+                if row[0] not in seen and len(rows) < wanted:
+                    seen.add(row[0])
+                    rows.append(row)
+        cur.close()
+        if len(rows) >= wanted:
+            break
+    return rows
 
 
 def _cursor_of(row: tuple[Any, ...], direction: str, nkeys: int) -> str:
