@@ -102,7 +102,7 @@ def audit_event(record: AccessRecord) -> dict[str, Any]:
 
 class AuditTrail:
     def __init__(
-        self, service: FhirService, *, interval: float = 1.0, batch: int = 500, capacity: int = 100_000
+        self, service: FhirService, *, interval: float = 1.0, batch: int = 50, capacity: int = 100_000
     ) -> None:
         self._service = service
         self._interval = interval
