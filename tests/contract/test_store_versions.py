@@ -104,3 +104,40 @@ async def test_failing_section_among_concurrent_writers(store: ResourceStore) ->
     assert failed == {0, 3, 6, 9}
     present = {v.id for v in await store.current_many([("Patient", f"g{n}") for n in range(12)])}
     assert present == {f"g{n}" for n in range(12) if n % 3}
+
+
+async def test_cancelled_writers_never_wedge_the_store(store: ResourceStore) -> None:
+    """Clients that hang up mid-write (cancelled tasks) must not leave a transaction open behind them."""
+
+    async def write(n: int) -> None:
+        async with store.write() as tx:
+            await tx.write_version(_version(f"x{n}", 1, at="2026-01-01T00:00:00.000Z", method="POST"))
+
+    for delay_steps in range(6):
+        tasks = [asyncio.create_task(write(delay_steps * 100 + n)) for n in range(10)]
+        for _ in range(delay_steps):
+            await asyncio.sleep(0)
+        for task in tasks[::3]:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0.05)  # let a hand-over commit finish
+        async with store.write() as tx:
+            await tx.write_version(_version(f"after{delay_steps}", 1, at="2026-01-01T00:00:00.000Z"))
+        assert await store.current("Patient", f"after{delay_steps}") is not None
+
+
+async def test_writer_cancelled_during_commit(store: ResourceStore) -> None:
+    """Cancelling a writer while its COMMIT is in flight must not let the next writer in early."""
+    for steps in range(1, 6):
+        task = asyncio.create_task(_write_one(store, f"c{steps}"))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        await _write_one(store, f"next{steps}")  # must not fail with "transaction within a transaction"
+        await asyncio.gather(task, return_exceptions=True)
+        assert await store.current("Patient", f"next{steps}") is not None
+
+
+async def _write_one(store: ResourceStore, rid: str) -> None:
+    async with store.write() as tx:
+        await tx.write_version(_version(rid, 1, at="2026-01-01T00:00:00.000Z", method="POST"))

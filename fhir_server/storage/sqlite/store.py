@@ -56,6 +56,7 @@ class _CommitGroup:
     """Write sections sharing one outer transaction and one COMMIT."""
 
     members: list[asyncio.Future[None]]
+    loop: asyncio.AbstractEventLoop
     sections: int = 0
     sections_failed: int = 0
 
@@ -162,6 +163,7 @@ class SqliteStore:
         self._pending = 0  # sections entered and not yet finished (waiting for the lock included)
         self._group: _CommitGroup | None = None
         self._max_group = max_group
+        self._orphans: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         if isinstance(self._path, Path) and str(self._path) != ":memory:":
@@ -175,6 +177,8 @@ class SqliteStore:
             raise StorageError(f"cannot open SQLite database {self._path}: {exc}") from exc
 
     async def close(self) -> None:
+        for task in list(self._orphans):
+            await task
         for conn in (self._reader, self._writer):
             if conn is not None:
                 conn.close()
@@ -247,6 +251,11 @@ class SqliteStore:
                 await self._maybe_commit(conn, group)
         finally:
             self._pending -= 1
+            if self._pending == 0 and self._group is not None and not self._write_lock.locked():
+                # The writer this group was waiting for was cancelled before its turn: commit for it.
+                task = asyncio.get_running_loop().create_task(self._commit_orphan(conn))
+                self._orphans.add(task)
+                task.add_done_callback(self._orphans.discard)
         await done
 
     def _open_group(self, conn: sqlite3.Connection) -> _CommitGroup:
@@ -255,7 +264,7 @@ class SqliteStore:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot start a write transaction: {exc}") from exc
-            self._group = _CommitGroup([])
+            self._group = _CommitGroup([], asyncio.get_running_loop())
         return self._group
 
     async def _maybe_commit(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
@@ -265,14 +274,43 @@ class SqliteStore:
             await asyncio.sleep(0)
         if self._pending > 1 and group.sections + group.sections_failed < self._max_group:
             return
+        await self._commit(conn, group)
+
+    async def _commit(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
+        """COMMIT in a worker thread; the caller holds the lock until it is over, even if cancelled.
+
+        Releasing the lock while the thread still commits would let the next writer BEGIN on a
+        connection that is mid-COMMIT, so a cancellation waits for the COMMIT and is re-raised after.
+        """
         self._group = None
+        commit = asyncio.ensure_future(asyncio.to_thread(self._commit_sync, conn, group))
+        cancelled = False
+        while True:
+            try:
+                await asyncio.shield(commit)
+                break
+            except asyncio.CancelledError:
+                if commit.done():
+                    break
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+
+    @staticmethod
+    def _commit_sync(conn: sqlite3.Connection, group: _CommitGroup) -> None:
         try:
-            await asyncio.to_thread(conn.execute, "COMMIT")
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 LOGGER.exception("rollback after failed commit also failed")
-            group.finish(StorageError(f"commit failed, nothing was written: {exc}"))
-            return
-        group.finish(None)
+            error: StorageError | None = StorageError(f"commit failed, nothing was written: {exc}")
+        else:
+            error = None
+        group.loop.call_soon_threadsafe(group.finish, error)
+
+    async def _commit_orphan(self, conn: sqlite3.Connection) -> None:
+        async with self._write_lock:
+            if self._group is not None:
+                await self._commit(conn, self._group)
