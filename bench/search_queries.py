@@ -56,6 +56,9 @@ def shapes(patients: int) -> list[tuple[str, str, Callable[[random.Random], list
         ("two", "Observation", lambda r: [("code", "8867-4"), ("subject", f"Patient/p{pid(r)}")]),
         ("two", "Observation", lambda r: [("code", "8867-4"), ("date", "ge2024-01-01")]),
         ("sorted", "Observation", lambda r: [("subject", f"Patient/p{pid(r)}"), ("_sort", "-date")]),
+        ("sorted", "Observation", lambda r: [("_sort", r.choice(["-date", "date"]))]),
+        ("sorted", "Observation", lambda r: [("code", "8867-4"), ("_sort", "-value-quantity")]),
+        ("sorted", "Patient", lambda r: [("gender", "female"), ("_sort", "family")]),
         ("chain", "Observation", lambda r: [("subject.identifier", f"{MRN}|MRN{pid(r):08d}")]),
         (
             "chain2",

@@ -434,17 +434,21 @@ def compile_sorted_stream(query: SearchQuery, after: tuple[list[Any], int] | Non
     conds += [filter_sql(f, "r", "exists", b, common) for f in query.filters]
     where = " AND ".join(conds)
     agg = "max" if desc else "min"
+    # descending, a largest value of '' ties with the "missing" sentinel '' (ties go by rid), so those
+    # resources are read with the missing ones in stream B
+    present_x = f" AND x.{col} != ''" if textual and desc else ""
+    present_s = f" AND s.{col} != ''" if textual and desc else ""
     a_params: list[Any] = [pid, *common, pid]
     a_text = (
         f"SELECT r.rid, r.type, r.id, x.{col} FROM {table} x {hint} CROSS JOIN resource r "
-        f"WHERE x.param = ? AND r.rid = x.rid AND {where} "
+        f"WHERE x.param = ?{present_x} AND r.rid = x.rid AND {where} "
         f"AND x.{col} = (SELECT {agg}(s.{col}) FROM {table} s INDEXED BY {table}_rid "
         "WHERE s.rid = x.rid AND s.param = ?)"
     )
     b_params: list[Any] = [missing, *common, pid]
     b_text = (
         f"SELECT r.rid, r.type, r.id, ? FROM resource r WHERE {where} AND NOT EXISTS "
-        f"(SELECT 1 FROM {table} s INDEXED BY {table}_rid WHERE s.rid = r.rid AND s.param = ?)"
+        f"(SELECT 1 FROM {table} s INDEXED BY {table}_rid WHERE s.rid = r.rid AND s.param = ?{present_s})"
     )
     if after is not None:
         (value,), rid = after
