@@ -9,7 +9,9 @@ query walks resources in rid order and stops at the page size instead.
 from __future__ import annotations
 
 import base64
+import logging
 import sqlite3
+import time
 from typing import Any
 
 import orjson
@@ -26,8 +28,14 @@ from fhir_server.storage.sqlite.compile import (
     driver_probe,
 )
 
+LOGGER = logging.getLogger(__name__)
+
 PROBE_LIMIT = 2000
 MAX_PROBES = 3
+# the sorted stream gives up after this long (checked every TICK_INSTRUCTIONS SQLite VM steps) and the
+# page is sorted instead: bounded extra cost when the filters are rare along the sort order
+STREAM_BUDGET_S = 0.02
+TICK_INSTRUCTIONS = 1000
 
 
 def encode_cursor(direction: str, values: list[Any], rid: int) -> str:
@@ -78,9 +86,8 @@ def _page_rows(
             raise InvalidSearch("Paging cursor does not belong to this search")
         after, backwards = (values, rid), direction == "p"
     streams = compile_sorted_stream(query, after) if driver is None and not backwards else None
-    if streams is not None:
-        rows = _read_streams(conn, streams, limit + 1)
-    else:
+    rows = _read_streams_bounded(conn, streams, limit + 1) if streams is not None else None
+    if rows is None:
         sql = compile_page(query, driver=driver, after=after, backwards=backwards, limit=limit + 1)
         rows = conn.execute(sql.text, sql.params).fetchall()
     more = len(rows) > limit
@@ -109,6 +116,28 @@ def _read_streams(conn: sqlite3.Connection, streams: tuple[Sql, ...], wanted: in
         if len(rows) >= wanted:
             break
     return rows
+
+
+def _read_streams_bounded(
+    conn: sqlite3.Connection, streams: tuple[Sql, ...], wanted: int
+) -> list[tuple[Any, ...]] | None:
+    """`_read_streams` within a work budget, or None when the filters are so rare along the sort order
+    (say, the largest values all belong to other codes) that sorting the matches is cheaper."""
+    deadline = time.perf_counter() + STREAM_BUDGET_S
+
+    def progress() -> int:
+        return int(time.perf_counter() > deadline)
+
+    conn.set_progress_handler(progress, TICK_INSTRUCTIONS)
+    try:
+        return _read_streams(conn, streams, wanted)
+    except sqlite3.OperationalError as exc:
+        if "interrupt" not in str(exc):
+            raise
+        LOGGER.debug("sorted stream over budget; sorting the matches instead")
+        return None
+    finally:
+        conn.set_progress_handler(None, 0)
 
 
 def _cursor_of(row: tuple[Any, ...], direction: str, nkeys: int) -> str:

@@ -67,3 +67,26 @@ async def test_sorted_stream_equals_sorting_query(tmp_path: Path) -> None:
         assert checked > 1000
     finally:
         await store.close()
+
+
+async def test_stream_over_budget_falls_back_to_sorting(tmp_path: Path, monkeypatch) -> None:
+    import fhir_server.storage.sqlite.search as sqlite_search
+
+    registry = shared_registry()
+    store = SqliteStore(tmp_path / "b.db")
+    await store.open()
+    try:
+        await load(store, generated_resources(9, 40), registry)
+        query = parse_search(
+            "Observation", [("status", "final"), ("_sort", "-date"), ("_count", "5")], registry, strict=True
+        )
+        streamed = await store.search(query)
+        conn = store._read  # noqa: SLF001
+        assert sqlite_search._read_streams_bounded(conn, compile_sorted_stream(query, None), 6) is not None
+        monkeypatch.setattr(sqlite_search, "STREAM_BUDGET_S", -1.0)  # every stream is over budget
+        assert sqlite_search._read_streams_bounded(conn, compile_sorted_stream(query, None), 6) is None
+        sorted_page = await store.search(query)
+        assert [v.id for v in sorted_page.resources] == [v.id for v in streamed.resources]
+        assert sorted_page.next_cursor == streamed.next_cursor
+    finally:
+        await store.close()
