@@ -15,9 +15,10 @@ from functools import cache
 from fastapi import FastAPI
 
 from fhir_server.api.app import create_app
-from fhir_server.errors import Issue
+from fhir_server.errors import FhirError, Issue
 from fhir_server.interactions.audit import AuditTrail
 from fhir_server.interactions.ingest import InProcessSink
+from fhir_server.interactions.search_parameters import check_search_parameter, load_stored, registry_updater
 from fhir_server.interactions.service import FhirService, Limits
 from fhir_server.model.definitions import resource_types
 from fhir_server.search.extract import extract
@@ -68,9 +69,15 @@ def build_service(
     validator = shared_validator()
 
     def validate(resource: dict[str, object]) -> list[Issue]:
-        return validator.validate(resource)
+        issues = validator.validate(resource)
+        if resource.get("resourceType") == "SearchParameter" and not issues:
+            try:
+                check_search_parameter(registry, resource)
+            except FhirError as exc:  # a custom parameter this server could not index is refused
+                issues = exc.issues
+        return issues
 
-    return FhirService(
+    service = FhirService(
         store=store,
         validate=validate,
         extract=lambda resource: extract(resource, registry),
@@ -82,6 +89,8 @@ def build_service(
             max_page_size=settings.max_page_size,
         ),
     )
+    service.events.subscribe(registry_updater(registry))
+    return service
 
 
 def local_base_url(settings: Settings) -> str:
@@ -96,6 +105,9 @@ async def open_hub(settings: Settings, store: ResourceStore | None = None) -> As
     await store.open()
     try:
         service = build_service(settings, store)
+        loaded = await load_stored(store, service.registry)
+        if loaded:
+            LOGGER.info("%d custom SearchParameters loaded from the store", loaded)
         audit = AuditTrail(service, interval=settings.audit_flush_seconds)
         app = create_app(settings, service, audit=audit)
         sink = InProcessSink(service, local_base_url(settings))

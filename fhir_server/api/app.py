@@ -14,6 +14,7 @@ from fhir_server.api.auth import BearerTokenMiddleware
 from fhir_server.api.context import ApiState
 from fhir_server.api.responses import json_response
 from fhir_server.api.routes_instance import build_instance_router
+from fhir_server.api.routes_operations import OPERATIONS, build_compartment_router, build_operation_router
 from fhir_server.api.routes_system import build_system_router
 from fhir_server.api.routes_type import build_type_router
 from fhir_server.errors import FhirError, Issue, MethodNotAllowed, NotFound
@@ -64,12 +65,19 @@ def create_app(
     audit: AuditTrail | None = None,
 ) -> FastAPI:
     app = FastAPI(title="YiLian FHIR Hub", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.fhir = ApiState(service=service, settings=settings, operations=list(operations or []))
+    app.state.fhir = ApiState(service=service, settings=settings, operations=list(operations or OPERATIONS))
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     prefix = settings.base_path
-    for table in (build_system_router(), build_type_router(), build_instance_router()):
+    routers = (
+        build_operation_router(),
+        build_system_router(),
+        build_type_router(),
+        build_instance_router(),
+        build_compartment_router(),
+    )
+    for table in routers:
         app.router.routes.extend(table.routes(prefix))
     # Starlette runs the last-added middleware first: the token check wraps the access log, which then
     # sees the authenticated client name (and refused requests are audited too, as 401s).

@@ -33,7 +33,7 @@ SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 class OperationInfo:
     name: str  # without the $
     definition: str  # canonical URL of its OperationDefinition
-    resource_types: tuple[str, ...] = ()  # empty: system level
+    resource_types: tuple[str, ...] = ()  # empty: system level; ("*",): every resource type
 
 
 def _search_params(service: FhirService, resource_type: str) -> list[JsonObject]:
@@ -72,7 +72,7 @@ def capability_statement(
             entry["searchParam"] = _search_params(service, resource_type)
             entry["searchInclude"] = ["*"]
             entry["searchRevInclude"] = ["*"]
-        type_ops = [o for o in ops if resource_type in o.resource_types]
+        type_ops = [o for o in ops if resource_type in o.resource_types or "*" in o.resource_types]
         if type_ops:
             entry["operation"] = [{"name": o.name, "definition": o.definition} for o in type_ops]
         resources.append(entry)
