@@ -16,7 +16,6 @@ walks `resource (type, deleted, rid)` in rid order and stops at the page size. S
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,21 +24,17 @@ from typing import Any
 from fhir_server.model.definitions import resource_types
 from fhir_server.search.ast import (
     Chain,
-    CompositeValue,
     Criterion,
     Filter,
     Has,
     MissingValue,
     RangeValue,
-    ReferenceValue,
     SearchQuery,
     SortKey,
-    StringValue,
     TokenValue,
-    UriValue,
-    Value,
 )
-from fhir_server.search.match import NUM_MAX, STRING_MAX, ap_window
+from fhir_server.search.match import NUM_MAX, STRING_MAX
+from fhir_server.storage.sqlite.predicates import in_list, instant_sql, value_sql
 
 TABLE_OF = {
     "string": "idx_string",
@@ -82,179 +77,16 @@ class _Builder:
             self.types = outer
 
 
-def _in(column: str, values: list[Any], params: list[Any]) -> str:
-    params.extend(values)
-    if len(values) == 1:
-        return f"{column} = ?"
-    return f"{column} IN ({', '.join('?' * len(values))})"
-
-
-def _range_sql(kind: str, v: RangeValue, lo: str, hi: str, params: list[Any]) -> str:
-    """The R4 prefix semantics of match.date_match / number_match over columns lo, hi."""
-    conv: Any = int if kind == "date" else float
-    low, high, x = conv(v.low), conv(v.high), conv(v.value)
-    p = v.prefix
-    if kind == "date":
-        # eq / ge / le carry a redundant bound (implied because high > low) that lets SQLite range-scan
-        # the (param, low) key or the (param, high) index instead of testing every row of the parameter
-        if p == "eq":
-            params.extend([low, high, high])
-            return f"({lo} >= ? AND {lo} < ? AND {hi} <= ?)"
-        if p == "ne":
-            params.extend([low, high])
-            return f"NOT ({lo} >= ? AND {hi} <= ?)"
-        if p == "gt":
-            params.append(high)
-            return f"{hi} > ?"
-        if p == "lt":
-            params.append(low)
-            return f"{lo} < ?"
-        if p == "ge":
-            params.extend([low, high, low, high])
-            return f"({hi} > ? AND ({hi} > ? OR ({lo} >= ? AND {hi} <= ?)))"
-        if p == "le":
-            params.extend([high, low, low, high])
-            return f"({lo} < ? AND ({lo} < ? OR ({lo} >= ? AND {hi} <= ?)))"
-        if p == "sa":
-            params.append(high)
-            return f"{lo} >= ?"
-        if p == "eb":
-            params.append(low)
-            return f"{hi} <= ?"
-        a, b = ap_window(v, "date")  # integer columns: lo < b ⟺ lo < ceil(b), hi > a ⟺ hi > floor(a)
-        params.extend([math.ceil(b), math.floor(a)])
-        return f"({lo} < ? AND {hi} > ?)"
-    if p in ("eq", "ne"):
-        params.extend([low, high])
-        cond = f"({lo} >= ? AND {hi} <= ?)"
-        return cond if p == "eq" else f"NOT {cond}"
-    ops = {"gt": f"{hi} > ?", "lt": f"{lo} < ?", "ge": f"{hi} >= ?", "le": f"{lo} <= ?", "sa": f"{lo} > ?"}
-    ops["eb"] = f"{hi} < ?"
-    if p in ops:
-        params.append(x)
-        return ops[p]
-    a, b = ap_window(v, "number")
-    params.extend([b, a])
-    return f"({lo} <= ? AND {hi} >= ?)"
-
-
-def _instant_sql(v: RangeValue, col: str, params: list[Any]) -> str:
-    """Date prefixes for an instant t, whose range is [t, t + 1): the same rules as `_range_sql`,
-    solved for t so the (type, last_updated_us) index can range-scan."""
-    low, high, p = int(v.low), int(v.high), v.prefix
-    if p in ("eq", "ne"):
-        params.extend([low, high])
-        cond = f"({col} >= ? AND {col} < ?)"
-        return cond if p == "eq" else f"NOT {cond}"
-    if p in ("gt", "sa"):
-        params.append(high)
-        return f"{col} >= ?"
-    if p in ("lt", "eb"):
-        params.append(low)
-        return f"{col} < ?"
-    if p == "ge":
-        params.append(low)
-        return f"{col} >= ?"
-    if p == "le":
-        params.append(high)
-        return f"{col} < ?"
-    a, b = ap_window(v, "date")  # t + 1 > a ⟺ t >= floor(a - 1) + 1; t < b ⟺ t < ceil(b)
-    params.extend([math.floor(a - 1) + 1, math.ceil(b)])
-    return f"({col} >= ? AND {col} < ?)"
-
-
-def _value_sql(c: Criterion, v: Value, x: str, params: list[Any]) -> str:
-    if isinstance(v, TokenValue):
-        if v.system is None and v.code is None:
-            params.append(v.text)
-            return f"instr({x}.text, ?) > 0"
-        parts = []
-        if v.code is not None:
-            params.append(v.code)
-            parts.append(f"{x}.code = ?")
-        if v.system is not None:
-            params.append(v.system)
-            parts.append(f"{x}.system = ?")
-        return " AND ".join(parts)
-    if isinstance(v, StringValue):
-        if c.modifier == "exact":
-            params.append(v.value)
-            return f"{x}.raw = ?"
-        if c.modifier == "contains":
-            params.append(v.value)
-            return f"instr({x}.value, ?) > 0"
-        params.extend([v.value, v.value + STRING_MAX])
-        return f"{x}.value >= ? AND {x}.value < ?"
-    if isinstance(v, ReferenceValue):
-        if v.url:
-            params.append(v.url)
-            return f"{x}.url = ?"
-        params.append(v.id)
-        if v.type is None:
-            return f"{x}.target_id = ? AND {x}.url = ''"
-        params.append(v.type)
-        return f"{x}.target_id = ? AND {x}.target_type = ? AND {x}.url = ''"
-    if isinstance(v, UriValue):
-        if c.modifier == "below":
-            params.extend([v.value, v.value + STRING_MAX])
-            return f"{x}.value >= ? AND {x}.value < ?"
-        if c.modifier == "above":
-            params.append(v.value)
-            return f"substr(?, 1, length({x}.value)) = {x}.value"
-        params.append(v.value)
-        return f"{x}.value = ?"
-    if isinstance(v, CompositeValue):
-        parts = [_value_sql(c, v.first, x, params)]
-        if v.second_range is not None:
-            r = v.second_range
-            if v.second_kind == "quantity" and r.system is not None:
-                params.append(r.system + "|")
-                parts.append(f"substr({x}.key, 1, length(?)) = ?")
-                params.append(r.system + "|")
-            if v.second_kind == "quantity" and r.code is not None:
-                params.append("|" + r.code)
-                parts.append(f"substr({x}.key, -length(?)) = ?")
-                params.append("|" + r.code)
-            kind = "date" if v.second_kind == "date" else "number"
-            parts.append(_range_sql(kind, r, f"{x}.low", f"{x}.high", params))
-        else:
-            assert v.second_key is not None
-            if v.second_kind == "token-any":
-                params.extend([v.second_key, v.second_key])
-                parts.append(f"substr({x}.key, -length(?)) = ?")
-            elif v.second_kind == "string":
-                params.extend([v.second_key, v.second_key + STRING_MAX])
-                parts.append(f"{x}.key >= ? AND {x}.key < ?")
-            else:
-                params.append(v.second_key)
-                parts.append(f"{x}.key = ?")
-        return " AND ".join(parts)
-    if isinstance(v, RangeValue):
-        kind = c.param.type
-        if kind == "quantity":
-            parts = []
-            if v.system is not None:
-                params.append(v.system)
-                parts.append(f"{x}.system = ?")
-            if v.code is not None:
-                params.append(v.code)
-                parts.append(f"{x}.code = ?")
-            parts.append(_range_sql("number", v, f"{x}.low", f"{x}.high", params))
-            return " AND ".join(parts)
-        return _range_sql(kind, v, f"{x}.low", f"{x}.high", params)
-    raise AssertionError(f"unexpected value {v!r}")
-
-
 def _criterion_sql(c: Criterion, outer: str, b: _Builder, params: list[Any]) -> str:
     if c.param.code == "_id":
         ids = [v.code for v in c.values if isinstance(v, TokenValue)]
-        cond = _in(f"{outer}.id", ids, params)
+        cond = in_list(f"{outer}.id", ids, params)
         return f"NOT ({cond})" if c.modifier == "not" else cond
     if c.param.code == "_lastUpdated":
         ors = []
         for v in c.values:
             assert isinstance(v, RangeValue)
-            ors.append(_instant_sql(v, f"{outer}.last_updated_us", params))
+            ors.append(instant_sql(v, f"{outer}.last_updated_us", params))
         return "(" + " OR ".join(ors) + ")"
     table = TABLE_OF[c.param.type if c.param.type in TABLE_OF else "token"]
     if c.modifier in ("of-type", "identifier"):
@@ -263,12 +95,12 @@ def _criterion_sql(c: Criterion, outer: str, b: _Builder, params: list[Any]) -> 
     by_rid = f"INDEXED BY {table}_rid"  # probes go by (rid, param), never by value
     first = c.values[0]
     sub_params: list[Any] = []
-    pid_cond = _in(f"{x}.param", list(c.param.pids), sub_params)
+    pid_cond = in_list(f"{x}.param", list(c.param.pids), sub_params)
     if isinstance(first, MissingValue):
         params.extend(sub_params)
         exists = f"EXISTS (SELECT 1 FROM {table} {x} {by_rid} WHERE {x}.rid = {outer}.rid AND {pid_cond})"
         return f"NOT {exists}" if first.missing else exists
-    ors = [f"({_value_sql(c, v, x, sub_params)})" for v in c.values]
+    ors = [f"({value_sql(c, v, x, sub_params)})" for v in c.values]
     value_cond = ors[0] if len(ors) == 1 else "(" + " OR ".join(ors) + ")"
     params.extend(sub_params)
     probe = f"SELECT 1 FROM {table} {x} {by_rid} WHERE {x}.rid = {outer}.rid AND {pid_cond} AND {value_cond}"
@@ -291,22 +123,22 @@ def rid_subquery(f: Filter, b: _Builder, params: list[Any]) -> str:
     """`SELECT rid ...` of the resources matching a drivable filter, starting from its index."""
     if isinstance(f, Criterion) and f.param.code == "_lastUpdated":
         u = b.alias("u")
-        types = _in(f"{u}.type", list(b.types), params)
+        types = in_list(f"{u}.type", list(b.types), params)
         ranges = _criterion_sql(f, u, b, params)
         return f"SELECT {u}.rid FROM resource {u} INDEXED BY resource_type_lu WHERE {types} AND {ranges}"
     if isinstance(f, Criterion):
         table = "idx_token" if f.modifier in ("of-type", "identifier") else TABLE_OF[f.param.type]
         x = b.alias("x")
-        pid_cond = _in(f"{x}.param", list(f.param.pids), params)
-        ors = [f"({_value_sql(f, v, x, params)})" for v in f.values]
+        pid_cond = in_list(f"{x}.param", list(f.param.pids), params)
+        ors = [f"({value_sql(f, v, x, params)})" for v in f.values]
         value_cond = ors[0] if len(ors) == 1 else "(" + " OR ".join(ors) + ")"
         return f"SELECT {x}.rid FROM {table} {x} WHERE {pid_cond} AND {value_cond}"
     if isinstance(f, Chain):
         x, t = b.alias("x"), b.alias("t")
-        types = _in(f"{t}.type", list(f.target_types), params)
+        types = in_list(f"{t}.type", list(f.target_types), params)
         with b.scope(f.target_types):
             inner = filter_sql(f.inner, t, "in", b, params)
-        pids = _in(f"{x}.param", list(f.ref.pids), params)
+        pids = in_list(f"{x}.param", list(f.ref.pids), params)
         return (
             f"SELECT {x}.rid FROM resource {t} CROSS JOIN idx_reference {x} "
             f"WHERE {types} AND {t}.deleted = 0 AND {inner} AND {pids} "
@@ -315,7 +147,7 @@ def rid_subquery(f: Filter, b: _Builder, params: list[Any]) -> str:
     s, x, t = b.alias("s"), b.alias("x"), b.alias("t")
     with b.scope((f.source_type,)):
         inner = filter_sql(f.inner, s, "in", b, params)
-    pids = _in(f"{x}.param", list(f.ref.pids), params)
+    pids = in_list(f"{x}.param", list(f.ref.pids), params)
     params.append(f.source_type)
     return (
         f"SELECT {t}.rid FROM resource {s} CROSS JOIN idx_reference {x} CROSS JOIN resource {t} "
@@ -332,8 +164,8 @@ def filter_sql(f: Filter, outer: str, mode: str, b: _Builder, params: list[Any])
         return _criterion_sql(f, outer, b, params)
     if isinstance(f, Chain):
         x, t = b.alias("x"), b.alias("t")
-        pids = _in(f"{x}.param", list(f.ref.pids), params)
-        types = _in(f"{t}.type", list(f.target_types), params)
+        pids = in_list(f"{x}.param", list(f.ref.pids), params)
+        types = in_list(f"{t}.type", list(f.target_types), params)
         with b.scope(f.target_types):
             inner = filter_sql(f.inner, t, "exists", b, params)
         return (
@@ -342,7 +174,7 @@ def filter_sql(f: Filter, outer: str, mode: str, b: _Builder, params: list[Any])
             f"AND {t}.id = {x}.target_id AND {x}.url = '' AND {types} AND {t}.deleted = 0 AND {inner})"
         )
     s, x = b.alias("s"), b.alias("x")
-    pids = _in(f"{x}.param", list(f.ref.pids), params)
+    pids = in_list(f"{x}.param", list(f.ref.pids), params)
     params.append(f.source_type)
     with b.scope((f.source_type,)):
         inner = filter_sql(f.inner, s, "exists", b, params)
@@ -380,7 +212,7 @@ def sort_sql(key: SortKey, outer: str, params: list[Any]) -> str:
     agg = "max" if desc else "min"
     textual = key.param.type in ("string", "token", "reference", "uri")
     missing: Any = ("" if desc else STRING_MAX) if textual else (-NUM_MAX if desc else NUM_MAX)
-    pid_cond = _in("s.param", list(key.param.pids), params)
+    pid_cond = in_list("s.param", list(key.param.pids), params)
     params.append(missing)
     table = TABLE_OF[key.param.type]
     by_rid = f"INDEXED BY {table}_rid"
@@ -430,7 +262,7 @@ def compile_sorted_stream(query: SearchQuery, after: tuple[list[Any], int] | Non
     common: list[Any] = []
     conds = ["r.deleted = 0"]
     if len(query.types) < len(resource_types()):
-        conds.insert(0, _in("r.type", list(query.types), common))
+        conds.insert(0, in_list("r.type", list(query.types), common))
     conds += [filter_sql(f, "r", "exists", b, common) for f in query.filters]
     where = " AND ".join(conds)
     agg = "max" if desc else "min"
@@ -468,7 +300,7 @@ def where_sql(query: SearchQuery, driver: int | None, params: list[Any]) -> str:
     b = _Builder(query.types)
     conds = ["r.deleted = 0"]
     if len(query.types) < len(resource_types()):  # a system search over every type needs no type test
-        conds.insert(0, _in("r.type", list(query.types), params))
+        conds.insert(0, in_list("r.type", list(query.types), params))
     for i, f in enumerate(query.filters):
         conds.append(filter_sql(f, "r", "in" if i == driver else "exists", b, params))
     return " AND ".join(conds)
