@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -30,6 +32,7 @@ from fhir_server.storage.sqlite.schema import schema_ddl
 from fhir_server.storage.timestamps import instant_to_us
 
 LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _VERSION_COLUMNS = "v.type, v.id, v.version, v.last_updated, v.method, v.body, v.seq"
 
@@ -152,13 +155,51 @@ def _current(conn: sqlite3.Connection, resource_type: str, resource_id: str) -> 
     return _row_to_version(row) if row else None
 
 
+class _ReaderPool:
+    """Worker threads with a read connection each, for searches and history.
+
+    Why: a point read costs microseconds and stays on the event loop, but a search that sorts or
+    counts many matches can take hundreds of milliseconds; on the loop it would stall every other
+    request, MLLP ACKs and DICOM responses included. SQLite releases the GIL while it works.
+    """
+
+    def __init__(self, path: Path | str, size: int) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="sqlite-read")
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self._path)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: work(self._connection()))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+
 class SqliteStore:
     """ResourceStore over one SQLite database file."""
 
-    def __init__(self, path: Path | str, *, max_group: int = 512) -> None:
+    def __init__(self, path: Path | str, *, max_group: int = 512, search_threads: int = 2) -> None:
         self._path = path
         self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None  # point reads, on the loop (microseconds)
+        self._readers: _ReaderPool | None = None  # searches and history, on worker threads
+        self._search_threads = search_threads
         self._write_lock = asyncio.Lock()
         self._pending = 0  # sections entered and not yet finished (waiting for the lock included)
         self._group: _CommitGroup | None = None
@@ -173,12 +214,16 @@ class SqliteStore:
             for ddl in schema_ddl():
                 self._writer.execute(ddl)
             self._reader = _connect(self._path)
+            self._readers = _ReaderPool(self._path, self._search_threads)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open SQLite database {self._path}: {exc}") from exc
 
     async def close(self) -> None:
         for task in list(self._orphans):
             await task
+        if self._readers is not None:
+            self._readers.close()
+            self._readers = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 conn.close()
@@ -210,14 +255,21 @@ class SqliteStore:
 
     async def history(self, request: HistoryRequest) -> list[StoredVersion]:
         sql, params = compile_history(request, columns=_VERSION_COLUMNS, count_only=False)
-        return [_row_to_version(r) for r in self._read.execute(sql, params)]
+        rows = await self._pool.run(lambda conn: conn.execute(sql, params).fetchall())
+        return [_row_to_version(r) for r in rows]
 
     async def history_count(self, request: HistoryRequest) -> int:
         sql, params = compile_history(request, columns=_VERSION_COLUMNS, count_only=True)
-        return int(self._read.execute(sql, params).fetchone()[0])
+        return int(await self._pool.run(lambda conn: conn.execute(sql, params).fetchone()[0]))
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        return sqlite_search.execute_search(self._read, query)
+        return await self._pool.run(lambda conn: sqlite_search.execute_search(conn, query))
+
+    @property
+    def _pool(self) -> _ReaderPool:
+        if self._readers is None:
+            raise StorageError("SQLite store is not open")
+        return self._readers
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[SqliteWriteTransaction]:
