@@ -83,6 +83,10 @@ class WriteTransaction(Protocol):
         """Ids of current resources matching `query` (seen with this transaction's own writes)."""
         ...
 
+    async def reindex(self, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
+        """Replace the index entries of the current version, body untouched ($reindex)."""
+        ...
+
 
 class ResourceStore(Protocol):
     """A storage backend. Reads may run concurrently; writes go through `write()`."""

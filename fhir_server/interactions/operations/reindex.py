@@ -1,22 +1,15 @@
 """$reindex: re-extract the search index of current resources (after a custom SearchParameter is added,
 or when extraction rules change). Works in batches, each in its own write section, so the server keeps
-answering; it needs the store's `WriteTransaction.reindex(resource_type, id, entries)` primitive."""
+answering; every backend implements the `WriteTransaction.reindex(resource_type, id, entries)` primitive."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Protocol
 
-from fhir_server.errors import NotImplementedOperation
 from fhir_server.search.ast import SearchQuery
 from fhir_server.search.extract import extract
-from fhir_server.search.index import IndexEntries
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.storage.protocol import ResourceStore
-
-
-class Reindexing(Protocol):
-    async def reindex(self, resource_type: str, resource_id: str, entries: IndexEntries) -> None: ...
 
 
 async def reindex(
@@ -29,12 +22,9 @@ async def reindex(
         while True:
             page = await store.search(query)
             async with store.write() as tx:
-                writer: Any = tx
-                if not hasattr(writer, "reindex"):
-                    raise NotImplementedOperation("this storage backend cannot rewrite search indexes")
                 for version in page.resources:
                     if version.body is not None:
-                        await writer.reindex(rtype, version.id, extract(version.body, registry))
+                        await tx.reindex(rtype, version.id, extract(version.body, registry))
                         done += 1
             if page.next_cursor is None:
                 break

@@ -64,8 +64,6 @@ class MemoryWriteTransaction:
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
         return memory_search.search_ids(self._live(), query, limit)
 
-    # Added by the search work (minimal edit, for $reindex): replace the index entries of a current
-    # resource without a new version; applied at commit like every staged write.
     async def reindex(self, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
         self.reindexed[(resource_type, resource_id)] = entries
 

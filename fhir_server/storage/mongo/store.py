@@ -48,8 +48,15 @@ from pymongo.write_concern import WriteConcern
 
 from fhir_server.errors import StorageError
 from fhir_server.search.ast import SearchQuery
+from fhir_server.search.index import IndexEntries
 from fhir_server.storage.mongo import compile as mongo_compile
-from fhir_server.storage.mongo.documents import Document, resource_document, resource_key, to_stored
+from fhir_server.storage.mongo.documents import (
+    Document,
+    embed_index,
+    resource_document,
+    resource_key,
+    to_stored,
+)
 from fhir_server.storage.mongo.documents import version_document as make_version_document
 from fhir_server.storage.mongo.history import history_filter, history_find, history_pipeline
 from fhir_server.storage.protocol import HistoryRequest, NewVersion, SearchPage, StoredVersion
@@ -123,6 +130,17 @@ class MongoWriteTransaction:
 
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
         return await self._store._search_ids(query, limit, self._session)
+
+    async def reindex(self, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
+        """Replace the embedded index of the current version ($reindex); the body is untouched."""
+        store, session = self._store, self._session
+        key = resource_key(resource_type, resource_id)
+        with _driver_errors("reindex"):
+            previous = await store._db["resources"].find_one_and_update(
+                {"_id": key}, {"$set": {"idx": embed_index(entries)}}, session=session
+            )
+        if self._undo is not None and previous is not None:
+            self._undo.append(("resources", key, previous))
 
 
 class MongoStore:

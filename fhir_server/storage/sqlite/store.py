@@ -140,8 +140,6 @@ class SqliteWriteTransaction:
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
         return sqlite_search.search_ids(self._conn, query, limit)
 
-    # Added by the search work (minimal edit, for $reindex after a custom SearchParameter): rewrite the
-    # index rows of a current resource without writing a version. Not in the protocol yet (lead's call).
     async def reindex(self, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
         rewrite_index(self._conn, resource_type, resource_id, entries)
 
