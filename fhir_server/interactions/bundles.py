@@ -50,6 +50,7 @@ class Entry:
     request: JsonObject
     target_id: str | None = None  # resolved id for POST / conditional PUT
     existing: StoredVersion | None = None  # conditional create matched this
+    same_as: Entry | None = None  # an earlier entry with the same conditional criteria answers this one
     response: JsonObject = field(default_factory=dict)
 
 
@@ -145,28 +146,40 @@ class _Resolver:
 async def _assign_targets(
     service: FhirService, tx: WriteTransaction, entries: list[Entry], resolver: _Resolver
 ) -> None:
+    """Give every POST/PUT its final id before anything is written.
+
+    Conditional entries with the same criteria name one resource: a second `ifNoneExist` with the
+    criteria of an earlier entry is answered by that entry (no second create), and a conditional PUT
+    with them updates the same resource. Nothing is written yet, so a search alone cannot see it.
+    """
+    claimed: dict[tuple[str, str], Entry] = {}
     for entry in entries:
         try:
             if entry.method == "POST":
                 check_type(service, entry.resource_type)
                 if_none_exist = entry.request.get("ifNoneExist")
                 if if_none_exist:
-                    matches = await resolve_criteria(service, tx, entry.resource_type, str(if_none_exist))
-                    if len(matches) > 1:
-                        raise PreconditionFailed(
-                            f"ifNoneExist '{if_none_exist}' matches more than one {entry.resource_type}"
-                        )
-                    if matches:
-                        entry.existing = await tx.current(*matches[0])
-                        entry.target_id = matches[0][1]
+                    key = (entry.resource_type, str(if_none_exist).lstrip("?"))
+                    first = claimed.get(key)
+                    if first is not None:
+                        entry.same_as, entry.target_id = first, first.target_id
+                    else:
+                        await _match_if_none_exist(service, tx, entry, str(if_none_exist))
+                        claimed[key] = entry
                 entry.target_id = entry.target_id or new_id()
             elif entry.method == "PUT":
                 check_type(service, entry.resource_type)
                 assert entry.resource is not None
                 if entry.criteria is not None and entry.resource_id is None:
-                    entry.target_id = await conditional_target(
-                        service, tx, entry.resource_type, entry.criteria, entry.resource.get("id")
-                    )
+                    key = (entry.resource_type, entry.criteria)
+                    first = claimed.get(key)
+                    if first is not None:
+                        entry.target_id = first.target_id
+                    else:
+                        entry.target_id = await conditional_target(
+                            service, tx, entry.resource_type, entry.criteria, entry.resource.get("id")
+                        )
+                        claimed[key] = entry
                 else:
                     entry.target_id = entry.resource_id
             else:
@@ -175,6 +188,17 @@ async def _assign_targets(
             raise _entry_error(entry, exc) from exc
         if entry.full_url and entry.target_id:
             resolver.by_full_url[entry.full_url] = f"{entry.resource_type}/{entry.target_id}"
+
+
+async def _match_if_none_exist(
+    service: FhirService, tx: WriteTransaction, entry: Entry, criteria: str
+) -> None:
+    matches = await resolve_criteria(service, tx, entry.resource_type, criteria)
+    if len(matches) > 1:
+        raise PreconditionFailed(f"ifNoneExist '{criteria}' matches more than one {entry.resource_type}")
+    if matches:
+        entry.existing = await tx.current(*matches[0])
+        entry.target_id = matches[0][1]
 
 
 async def _rewrite_all(entries: list[Entry], resolver: _Resolver, base_url: str) -> None:
@@ -226,6 +250,8 @@ async def _execute(
     if entry.method == "POST":
         assert entry.resource is not None and entry.target_id is not None
         check_body(entry.resource_type, entry.resource)
+        if entry.same_as is not None:
+            return {}  # answered after every entry ran, from the entry that wrote the resource
         if entry.existing is not None:
             return _response_for(WriteResult(entry.existing, created=False, changed=False))
         result = await create_resource(
@@ -269,6 +295,15 @@ async def _execute(
     return {"status": "200 OK", "etag": f'W/"{current.version}"', "lastModified": current.last_updated}
 
 
+async def _same_as_response(tx: WriteTransaction, entry: Entry) -> JsonObject:
+    """A repeated conditional create is answered like a create that found its match: 200 OK."""
+    assert entry.target_id is not None
+    current = await tx.current(entry.resource_type, entry.target_id)
+    assert current is not None
+    entry.response["_resource"] = current
+    return _response_for(WriteResult(current, created=False, changed=False))
+
+
 def _entries(service: FhirService, bundle: JsonObject, base_url: str) -> list[Entry]:
     raw_entries = bundle.get("entry") or []
     if not isinstance(raw_entries, list):
@@ -307,6 +342,9 @@ async def transaction(
                 responses[entry.index] = await _execute(service, tx, entry, changes)
             except FhirError as exc:
                 raise _entry_error(entry, exc) from exc
+        for entry in ordered:
+            if entry.same_as is not None:
+                responses[entry.index] = await _same_as_response(tx, entry)
     await service.events.publish(changes)
     return {
         "resourceType": "Bundle",

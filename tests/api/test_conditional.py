@@ -158,3 +158,43 @@ async def test_transaction_conditional_update_entry(client: httpx.AsyncClient) -
     second = (await client.post("/fhir", json=bundle("female"))).json()["entry"][0]["response"]
     assert first["status"] == "201 Created" and second["status"] == "200 OK"
     assert first["location"].split("/_history")[0] == second["location"].split("/_history")[0]
+
+
+async def test_same_conditional_create_twice_in_one_transaction(client: httpx.AsyncClient) -> None:
+    entry = {
+        "resource": {"resourceType": "Organization", "identifier": [{"system": SYSTEM, "value": "ORG"}]},
+        "request": {"method": "POST", "url": "Organization", "ifNoneExist": f"identifier={SYSTEM}|ORG"},
+    }
+    r = await client.post(
+        "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry, entry]}
+    )
+    assert r.status_code == 200, r.text
+    responses = [e["response"] for e in r.json()["entry"]]
+    assert [x["status"] for x in responses] == ["201 Created", "200 OK"]
+    assert responses[0]["location"] == responses[1]["location"]
+    found = (await client.get("/fhir/Organization", params={"identifier": f"{SYSTEM}|ORG"})).json()
+    assert len(found["entry"]) == 1
+
+
+async def test_conditional_create_and_update_with_same_criteria_name_one_resource(
+    client: httpx.AsyncClient,
+) -> None:
+    criteria = f"identifier={SYSTEM}|BOTH"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": _patient("BOTH", gender="female"),
+                "request": {"method": "PUT", "url": f"Patient?{criteria}"},
+            },
+            {
+                "resource": _patient("BOTH"),
+                "request": {"method": "POST", "url": "Patient", "ifNoneExist": criteria},
+            },
+        ],
+    }
+    r = await client.post("/fhir", json=bundle)
+    assert r.status_code == 200, r.text
+    found = (await client.get("/fhir/Patient", params={"identifier": f"{SYSTEM}|BOTH"})).json()
+    assert len(found["entry"]) == 1 and found["entry"][0]["resource"]["gender"] == "female"
