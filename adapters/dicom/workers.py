@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -241,5 +242,8 @@ def _worker_main(control_fd: int, config: dict[str, object]) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C in a terminal reaches the whole process group; the hub owns shutdown and closes the control
+    # socket, after which a worker finishes its associations (nothing half-written) and exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _worker_main(int(sys.argv[1]), json.loads(sys.argv[2]))
