@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 
 from fhir_server.errors import BadRequest, PayloadTooLarge
@@ -32,8 +33,6 @@ async def read_json(request: Request, limit: int, max_depth: int) -> dict[str, A
 
 
 async def read_json_any(request: Request, limit: int) -> Any:
-    import orjson
-
     raw = await read_limited(request, limit)
     try:
         return orjson.loads(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
@@ -24,8 +25,6 @@ def json_response(
 
 
 def http_date(instant: str) -> str:
-    from datetime import UTC, datetime
-
     return format_datetime(datetime.fromtimestamp(instant_to_us(instant) / 1e6, UTC), usegmt=True)
 
 

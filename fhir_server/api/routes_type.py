@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -89,8 +89,6 @@ def build_type_router() -> RouteTable:
         media = (request.headers.get("content-type") or "").split(";")[0].strip()
         params = list(request.query_params.multi_items())
         if media == "application/x-www-form-urlencoded":
-            from urllib.parse import parse_qsl
-
             raw = await read_limited(request, state.settings.max_body_bytes)
             params += parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
         elif media:

@@ -19,7 +19,7 @@ def _entry(version: StoredVersion, base_url: str) -> JsonObject:
     entry: JsonObject = {"fullUrl": f"{base_url}/{url}"}
     if version.body is not None:
         entry["resource"] = version.body
-    method = version.method if version.method != "PATCH" else "PATCH"
+    method = version.method
     entry["request"] = {"method": method, "url": url if method != "POST" else version.resource_type}
     status = "204 No Content" if version.deleted else ("201 Created" if version.version == 1 else "200 OK")
     entry["response"] = {
