@@ -65,6 +65,12 @@ async def serve(settings: Settings) -> None:
             LOGGER.info("DICOM %s listening on %s:%s", settings.dicom_aet, settings.dicom_host, dicom.port)
         LOGGER.info("FHIR API on http://%s:%s%s", settings.host, settings.port, settings.base_path)
         config = uvicorn.Config(
-            hub.app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
+            hub.app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="off",
+            limit_concurrency=settings.max_http_connections,
+            access_log=False,  # request lines carry patient ids and names in queries; AuditEvents record access
         )
         await uvicorn.Server(config).serve()

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     mongodb_uri: str | None = None
     mongodb_database: str = "yilian"
     max_body_bytes: int = 16 * 1024 * 1024
+    max_http_connections: int = 512  # beyond this uvicorn answers 503 instead of queueing without bound
     max_bundle_entries: int = 10_000
     max_json_depth: int = 64
     default_page_size: int = 20
