@@ -71,6 +71,6 @@ async def serve(settings: Settings) -> None:
             log_level="warning",
             lifespan="off",
             limit_concurrency=settings.max_http_connections,
-            access_log=False,  # request lines carry patient ids and names in queries; AuditEvents record access
+            access_log=False,  # request lines carry patient ids and names; AuditEvents record access
         )
         await uvicorn.Server(config).serve()
