@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -10,8 +12,22 @@ from fhir_server.api.context import base_url, state_of
 from fhir_server.api.negotiation import check_content_type, negotiate
 from fhir_server.api.responses import json_response, version_headers, write_response
 from fhir_server.api.routing import RouteTable
+from fhir_server.errors import BadRequest
 from fhir_server.interactions import crud
 from fhir_server.interactions.history import history
+from fhir_server.search.summary import apply_summary
+
+
+def _shaped(request: Request, body: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A read honours `_summary` (true, text, data) and `_elements` as a search does."""
+    summary = request.query_params.get("_summary")
+    elements = request.query_params.get("_elements")
+    if body is None or (summary is None and elements is None):
+        return body
+    if summary not in (None, "true", "false", "text", "data"):
+        raise BadRequest(f"_summary={summary!r} is not valid on a read (true, false, text, data)")
+    wanted = tuple(e.strip() for e in (elements or "").split(",") if e.strip())
+    return apply_summary(body, summary if summary != "false" else None, wanted)
 
 
 def build_instance_router() -> RouteTable:
@@ -22,7 +38,7 @@ def build_instance_router() -> RouteTable:
         neg = negotiate(request)
         stored = await crud.vread(state_of(request).service, resource_type, resource_id, version)
         headers = version_headers(stored, base_url(request), location=False)
-        return json_response(stored.body, pretty=neg.pretty, headers=headers)
+        return json_response(_shaped(request, stored.body), pretty=neg.pretty, headers=headers)
 
     @router.get("/{resource_type}/{resource_id}/_history")
     async def instance_history(request: Request, resource_type: str, resource_id: str) -> Response:
@@ -46,7 +62,7 @@ def build_instance_router() -> RouteTable:
         if_none_match = request.headers.get("if-none-match")
         if if_none_match and if_none_match.strip() == headers["ETag"]:
             return Response(status_code=304, headers=headers)
-        return json_response(stored.body, pretty=neg.pretty, headers=headers)
+        return json_response(_shaped(request, stored.body), pretty=neg.pretty, headers=headers)
 
     @router.put("/{resource_type}/{resource_id}")
     async def update(request: Request, resource_type: str, resource_id: str) -> Response:

@@ -131,3 +131,19 @@ async def test_unchanged_update_keeps_the_version(client: httpx.AsyncClient) -> 
     changed = await client.put(f"/fhir/Patient/{pid}", json={**PATIENT, "id": pid, "active": True})
     assert changed.headers["etag"] == 'W/"2"'
     assert (await client.get(f"/fhir/Patient/{pid}/_history")).json()["total"] == 2
+
+
+async def test_read_with_summary_and_elements(client: httpx.AsyncClient) -> None:
+    body = {
+        **PATIENT,
+        "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">张三</div>'},
+    }
+    pid = (await client.post("/fhir/Patient", json=body)).json()["id"]
+    elements = (await client.get(f"/fhir/Patient/{pid}", params={"_elements": "gender"})).json()
+    assert elements["gender"] == "male" and "name" not in elements and "birthDate" not in elements
+    assert any(t.get("code") == "SUBSETTED" for t in elements["meta"].get("tag", []))
+    data = (await client.get(f"/fhir/Patient/{pid}", params={"_summary": "data"})).json()
+    assert "text" not in data and data["name"][0]["family"] == "张"
+    assert (await client.get(f"/fhir/Patient/{pid}", params={"_summary": "bogus"})).status_code == 400
+    full = (await client.get(f"/fhir/Patient/{pid}/_history/1", params={"_summary": "false"})).json()
+    assert "text" in full
