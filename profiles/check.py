@@ -281,7 +281,10 @@ class InstanceChecker:
                     )
         if "" in referenced:  # a contained resource points back at its container: all count as used
             return
-        for index, resource_id in enumerate(c.get("id") for c in contained or () if isinstance(c, dict)):
+        listed = (
+            contained if isinstance(contained, list) else ()
+        )  # a malformed `contained` is reported elsewhere
+        for index, resource_id in enumerate(c.get("id") for c in listed if isinstance(c, dict)):
             if isinstance(resource_id, str) and resource_id not in referenced:
                 scope.error(
                     "invariant",

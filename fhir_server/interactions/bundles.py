@@ -180,8 +180,12 @@ async def _assign_targets(
                             service, tx, entry.resource_type, entry.criteria, entry.resource.get("id")
                         )
                         claimed[key] = entry
-                else:
+                elif entry.resource_id is not None:
                     entry.target_id = entry.resource_id
+                else:
+                    raise BadRequest(
+                        f"PUT needs {entry.resource_type}/[id] or {entry.resource_type}?[criteria]"
+                    )
             else:
                 continue
         except FhirError as exc:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from fhir_server.errors import (
     BadRequest,
+    Issue,
     NotFound,
     PreconditionFailed,
     UnknownResourceType,
@@ -45,6 +46,20 @@ def check_body(resource_type: str, body: JsonObject) -> None:
         raise BadRequest(
             f"resourceType '{found}' in the body does not match the URL's '{resource_type}'",
             expression=f"{resource_type}.resourceType" if found is None else "resourceType",
+        )
+    meta = body.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        # The server writes into meta (versionId, lastUpdated): it must be an object before validation.
+        raise Unprocessable(
+            f"{resource_type}.meta must be a JSON object",
+            [
+                Issue(
+                    "error",
+                    "structure",
+                    f"{resource_type}.meta must be a JSON object",
+                    (f"{resource_type}.meta",),
+                )
+            ],
         )
 
 
