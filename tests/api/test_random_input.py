@@ -23,8 +23,8 @@ KEYS = [
 ]  # fmt: skip
 URLS = ["Patient", "Patient/1", "Patient?identifier=a|b", "Foo/1", "", "Patient?_id=1&x=2"]
 SEARCH = [
-    "name", "birthdate", "_sort", "_count", "identifier", "_include",
-    "general-practitioner:Practitioner.name", "_has:Observation:subject:code", "_elements", "_summary", "_total",
+    "name", "birthdate", "_sort", "_count", "identifier", "_include", "_elements", "_summary", "_total",
+    "general-practitioner:Practitioner.name", "_has:Observation:subject:code",
 ]  # fmt: skip
 
 
