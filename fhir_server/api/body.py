@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from fhir_server.api.context import state_of
+from fhir_server.api.negotiation import check_content_type
 from fhir_server.errors import BadRequest, PayloadTooLarge
 from fhir_server.model.jsonio import parse_json_object
 
@@ -38,3 +40,16 @@ async def read_json_any(request: Request, limit: int) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from exc
+
+
+async def read_resource_body(request: Request) -> dict[str, Any]:
+    """A FHIR JSON resource body: media type checked, size and nesting limits from the settings."""
+    check_content_type(request)
+    settings = state_of(request).settings
+    return await read_json(request, settings.max_body_bytes, settings.max_json_depth)
+
+
+async def read_patch_body(request: Request) -> Any:
+    """A JSON Patch document (`application/json-patch+json`) within the body size limit."""
+    check_content_type(request, patch=True)
+    return await read_json_any(request, state_of(request).settings.max_body_bytes)

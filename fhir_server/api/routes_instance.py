@@ -7,9 +7,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api.body import read_json, read_json_any
+from fhir_server.api.body import read_patch_body, read_resource_body
 from fhir_server.api.context import base_url, state_of
-from fhir_server.api.negotiation import check_content_type, negotiate
+from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response, version_headers, write_response
 from fhir_server.api.routing import RouteTable
 from fhir_server.errors import BadRequest
@@ -67,9 +67,8 @@ def build_instance_router() -> RouteTable:
     @router.put("/{resource_type}/{resource_id}")
     async def update(request: Request, resource_type: str, resource_id: str) -> Response:
         neg = negotiate(request)
-        check_content_type(request)
         state = state_of(request)
-        body = await read_json(request, state.settings.max_body_bytes, state.settings.max_json_depth)
+        body = await read_resource_body(request)
         result = await crud.update(
             state.service, resource_type, resource_id, body, if_match=request.headers.get("if-match")
         )
@@ -78,9 +77,8 @@ def build_instance_router() -> RouteTable:
     @router.patch("/{resource_type}/{resource_id}")
     async def patch(request: Request, resource_type: str, resource_id: str) -> Response:
         neg = negotiate(request)
-        check_content_type(request, patch=True)
         state = state_of(request)
-        operations = await read_json_any(request, state.settings.max_body_bytes)
+        operations = await read_patch_body(request)
         result = await crud.patch(
             state.service, resource_type, resource_id, operations, if_match=request.headers.get("if-match")
         )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api.body import read_json
+from fhir_server.api.body import read_resource_body
 from fhir_server.api.context import base_url, state_of
-from fhir_server.api.negotiation import check_content_type, negotiate
+from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response
 from fhir_server.api.routing import RouteTable
 from fhir_server.errors import BadRequest
@@ -36,9 +36,8 @@ def build_system_router() -> RouteTable:
     @router.post("/")
     async def bundle(request: Request) -> Response:
         neg = negotiate(request)
-        check_content_type(request)
         state = state_of(request)
-        body = await read_json(request, state.settings.max_body_bytes, state.settings.max_json_depth)
+        body = await read_resource_body(request)
         if body.get("resourceType") != "Bundle":
             raise BadRequest(
                 "POST to the base URL needs a Bundle of type batch or transaction", expression="Bundle"

@@ -7,9 +7,9 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api.body import read_json, read_json_any, read_limited
+from fhir_server.api.body import read_limited, read_patch_body, read_resource_body
 from fhir_server.api.context import base_url, state_of
-from fhir_server.api.negotiation import check_content_type, negotiate
+from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response, write_response
 from fhir_server.api.routing import RouteTable
 from fhir_server.errors import BadRequest
@@ -36,10 +36,9 @@ def build_type_router() -> RouteTable:
     @router.post("/{resource_type}/$validate")
     async def validate(request: Request, resource_type: str) -> Response:
         neg = negotiate(request)
-        check_content_type(request)
         state = state_of(request)
         check_type(state.service, resource_type)
-        body = await read_json(request, state.settings.max_body_bytes, state.settings.max_json_depth)
+        body = await read_resource_body(request)
         if body.get("resourceType") == "Parameters":
             found = next(
                 (p.get("resource") for p in body.get("parameter", []) if p.get("name") == "resource"), None
@@ -98,24 +97,20 @@ def build_type_router() -> RouteTable:
     @router.post("/{resource_type}")
     async def create(request: Request, resource_type: str) -> Response:
         neg = negotiate(request)
-        check_content_type(request)
         state = state_of(request)
         check_type(state.service, resource_type)
-        body = await read_json(request, state.settings.max_body_bytes, state.settings.max_json_depth)
+        body = await read_resource_body(request)
         result = await crud.create(
             state.service, resource_type, body, if_none_exist=request.headers.get("if-none-exist")
         )
-        if not result.changed:
-            return write_response(result.stored, 200, neg, base_url(request))
-        return write_response(result.stored, 201, neg, base_url(request))
+        return write_response(result.stored, 201 if result.changed else 200, neg, base_url(request))
 
     @router.put("/{resource_type}")
     async def conditional_update(request: Request, resource_type: str) -> Response:
         neg = negotiate(request)
-        check_content_type(request)
         state = state_of(request)
         check_type(state.service, resource_type)
-        body = await read_json(request, state.settings.max_body_bytes, state.settings.max_json_depth)
+        body = await read_resource_body(request)
         result = await crud.conditional_update(
             state.service, resource_type, _criteria(request), body, if_match=request.headers.get("if-match")
         )
@@ -124,9 +119,8 @@ def build_type_router() -> RouteTable:
     @router.patch("/{resource_type}")
     async def conditional_patch(request: Request, resource_type: str) -> Response:
         neg = negotiate(request)
-        check_content_type(request, patch=True)
         state = state_of(request)
-        operations = await read_json_any(request, state.settings.max_body_bytes)
+        operations = await read_patch_body(request)
         result = await crud.patch(
             state.service,
             resource_type,
