@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from fhir_server.search.dates import date_range
+
 
 def instant_to_us(instant: str) -> int:
-    dt = datetime.fromisoformat(instant.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1_000_000)
+    """Start of an instant in UTC microseconds: the exact conversion search uses for `_lastUpdated`."""
+    rng = date_range(instant)
+    if rng is None:
+        raise ValueError(f"not a FHIR instant: {instant!r}")
+    return rng[0]
 
 
 def now_instant() -> str:
