@@ -52,14 +52,12 @@ def capability_statement(
     service: FhirService, *, base_url: str, operations: Iterable[OperationInfo], instant: str
 ) -> JsonObject:
     ops = list(operations)
-    searchable = getattr(service.registry, "params_for", None) is not None
     resources: list[JsonObject] = []
     for resource_type in sorted(service.resource_types):
         entry: JsonObject = {
             "type": resource_type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
-            "interaction": [{"code": code} for code in TYPE_INTERACTIONS]
-            + ([{"code": "search-type"}] if searchable else []),
+            "interaction": [{"code": code} for code in TYPE_INTERACTIONS] + [{"code": "search-type"}],
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
@@ -68,10 +66,8 @@ def capability_statement(
             "conditionalUpdate": True,
             "conditionalDelete": "single",
         }
-        if searchable:
-            entry["searchParam"] = _search_params(service, resource_type)
-            entry["searchInclude"] = ["*"]
-            entry["searchRevInclude"] = ["*"]
+        entry["searchParam"] = _search_params(service, resource_type)
+        entry["searchInclude"] = ["*"]
         type_ops = [o for o in ops if resource_type in o.resource_types or "*" in o.resource_types]
         if type_ops:
             entry["operation"] = [{"name": o.name, "definition": o.definition} for o in type_ops]
@@ -79,8 +75,7 @@ def capability_statement(
     rest: JsonObject = {
         "mode": "server",
         "resource": resources,
-        "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS]
-        + ([{"code": "search-system"}] if searchable else []),
+        "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS] + [{"code": "search-system"}],
     }
     system_ops = [o for o in ops if not o.resource_types]
     if system_ops:
