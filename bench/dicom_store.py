@@ -4,7 +4,7 @@ Prints instances/s over one association and over four parallel associations, and
 after the last instance the ImagingStudy (read over FHIR HTTP) shows every instance. TCP_NODELAY=1 is
 set for the dcmtk tools and Orthanc (without it they stall on delayed ACKs at ~20 instances/s).
 
-    .venv/bin/python bench/dicom_store.py [--count 300] [--size 512] [--runs 2]
+    .venv/bin/python bench/dicom_store.py [--count 300] [--size 512] [--runs 3] [--workers 2,4]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -174,8 +175,7 @@ class Yilian(Target):
 
     def __init__(self, workers: int = 2, fsync: bool = True) -> None:
         self.workers, self.fsync = workers, fsync
-        if not fsync:
-            self.name = "YiLian no-fsync"
+        self.name = f"YiLian {workers} workers" + ("" if fsync else " no-fsync")
 
     def start(self, work: Path) -> None:
         self.port, self.http = free_port(), free_port()
@@ -216,52 +216,78 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--size", type=int, default=512, help="rows = columns (512 → 0.5 MB per instance)")
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--targets", default="storescp,orthanc,yilian")
-    parser.add_argument("--workers", type=int, default=2, help="YiLian storage worker processes")
+    parser.add_argument("--workers", default="2", help="YiLian storage worker processes (e.g. 2,4)")
     parser.add_argument(
         "--no-fsync", action="store_true", help="also run YiLian without fsync (cost of durability)"
     )
     args = parser.parse_args()
     wanted = {t.strip() for t in args.targets.split(",")}
-    candidates: list[Target] = [Storescp(), Orthanc(), Yilian(args.workers)]
-    if args.no_fsync:
-        candidates.append(Yilian(args.workers, fsync=False))
-    targets = [
-        t for t in candidates if t.name.split()[-1 if t.name != "YiLian no-fsync" else 0].lower() in wanted
-    ]
+    targets: list[Target] = []
+    if "storescp" in wanted:
+        targets.append(Storescp())
+    if "orthanc" in wanted:
+        if shutil.which("Orthanc"):
+            targets.append(Orthanc())
+        else:
+            print("Orthanc: not installed, skipped")
+    if "yilian" in wanted:
+        for workers in (int(w) for w in args.workers.split(",")):
+            targets.append(Yilian(workers))
+            if args.no_fsync:
+                targets.append(Yilian(workers, fsync=False))
     dcmtk("storescu")  # resolved (and cached) before anything is timed
-    print(f"{args.count} instances of {args.size}x{args.size}x16 bit, {args.runs} run(s) each, TCP_NODELAY=1")
+    print(f"{args.count} instances of {args.size}x{args.size}x16 bit, {args.runs} round(s), TCP_NODELAY=1")
+    print("targets run interleaved, one send each per round: this machine's speed drifts by 2x over a minute")
+    rates: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for target in targets:
-            if target.name == "Orthanc" and not shutil.which("Orthanc"):
-                print("Orthanc: not installed, skipped")
-                continue
-            tdir = work / target.name.replace(" ", "_").replace("-", "_")
-            tdir.mkdir()
-            target.start(tdir)
-            try:
-                for parallel in (1, 4):
-                    for run in range(args.runs):
-                        src = tdir / f"src-{parallel}-{run}"
-                        src.mkdir()
-                        study, files = make_study(src, args.count, args.size)
-                        seconds = send(target.port, target.aet, files, parallel)
-                        fresh = target.after_send(study, args.count)
-                        extra = (
-                            f", ImagingStudy complete {fresh:.2f} s after last ack"
-                            if fresh is not None
-                            else ""
-                        )
-                        print(
-                            f"{target.name:15s} {parallel} assoc run {run + 1}: "
-                            f"{args.count / seconds:7.1f} instances/s ({seconds:.2f} s){extra}",
-                            flush=True,
-                        )
-                        shutil.rmtree(src)
-            finally:
+            home = work / target.name.replace(" ", "_").replace("-", "_")
+            home.mkdir()
+            target.start(home)
+        # Every study is generated before anything is timed and none is deleted until the end: deleting
+        # 150 MB between sends made the next target's fsyncs wait on the filesystem's discards.
+        rounds = [(parallel, run) for parallel in (1, 4) for run in range(args.runs)]
+        studies = {
+            (target.name, parallel, run): make_study(
+                _fresh(work / f"src-{i}-{parallel}-{run}"), args.count, args.size
+            )
+            for parallel, run in rounds
+            for i, target in enumerate(targets)
+        }
+        try:
+            for parallel, run in rounds:
+                for target in targets:
+                    study, files = studies[(target.name, parallel, run)]
+                    rate = _timed_send(target, study, files, parallel)
+                    rates.setdefault((target.name, parallel), []).append(rate)
+        finally:
+            for target in targets:
                 target.stop()
+    print("median instances/s (and as a fraction of storescp's median in the same rounds)")
+    for parallel in (1, 4):
+        anchor = statistics.median(rates.get(("dcmtk storescp", parallel), [0.0]))
+        for target in targets:
+            median = statistics.median(rates[(target.name, parallel)])
+            share = f" = {median / anchor:.2f} x storescp" if anchor else ""
+            print(f"  {target.name:22s} {parallel} assoc: {median:7.1f}{share}")
+
+
+def _fresh(folder: Path) -> Path:
+    folder.mkdir()
+    return folder
+
+
+def _timed_send(target: Target, study: str, files: list[Path], parallel: int) -> float:
+    os.sync()  # nothing written before (inputs, other targets' files) is flushed while this one is timed
+    seconds = send(target.port, target.aet, files, parallel)
+    fresh = target.after_send(study, len(files))
+    extra = f", ImagingStudy complete {fresh:.2f} s after last ack" if fresh is not None else ""
+    rate = len(files) / seconds
+    print(f"{target.name:22s} {parallel} assoc: {rate:7.1f} instances/s ({seconds:.2f} s){extra}", flush=True)
+    return rate
 
 
 if __name__ == "__main__":

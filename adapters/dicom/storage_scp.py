@@ -33,7 +33,8 @@ NO_DATASET = 0x0101
 class InstanceWriter(Protocol):
     """Receives one C-STORE dataset fragment by fragment; `finish` gives (status, study UID if stored)."""
 
-    def write(self, fragment: bytes) -> None: ...
+    def write(self, fragment: memoryview) -> None:
+        """`fragment` views a PDU buffer that is never reused: keep it, no copy needed."""
 
     def finish(self) -> tuple[int, str | None]: ...
 
@@ -50,7 +51,7 @@ class _Refused:
     def __init__(self, status: int) -> None:
         self._status = status
 
-    def write(self, fragment: bytes) -> None:
+    def write(self, fragment: memoryview) -> None:
         return None
 
     def finish(self) -> tuple[int, str | None]:
@@ -219,7 +220,7 @@ def p_data(context_id: int, command: bytes) -> bytes:
     return _pdu(0x04, pdv)
 
 
-def iter_pdvs(body: bytes) -> Iterator[tuple[int, int, memoryview]]:
+def iter_pdvs(body: bytes | bytearray) -> Iterator[tuple[int, int, memoryview]]:
     """(context id, message control header, fragment) for each PDV item in a P-DATA-TF body."""
     view = memoryview(body)
     pos = 0
@@ -231,7 +232,8 @@ def iter_pdvs(body: bytes) -> Iterator[tuple[int, int, memoryview]]:
         pos += 4 + length
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+    """A fresh buffer per call: fragments handed to writers view it, so it must never be reused."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
@@ -240,10 +242,10 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
         if read == 0:
             raise ConnectionError("peer closed the connection")
         got += read
-    return bytes(buf)
+    return buf
 
 
-def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
+def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
     header = _recv_exact(sock, 6)
     pdu_type, length = header[0], struct.unpack_from(">I", header, 2)[0]
     return pdu_type, header + _recv_exact(sock, length) if pdu_type == 0x01 else _recv_exact(sock, length)
@@ -296,7 +298,7 @@ def serve_storage(sock: socket.socket, policy: Policy, start: StartFn) -> tuple[
                 elif current is None:
                     raise ProtocolError("dataset without a command")
                 else:
-                    current[2].write(bytes(fragment))
+                    current[2].write(fragment)
                     if control & 0x02:
                         cmd, ctx, writer = current
                         current = None

@@ -139,7 +139,7 @@ class StreamingInstance:
     ) -> None:
         self._store, self._calling, self._member, self._sop = store, calling, member, sop_instance
         header = file_meta(sop_class, sop_instance, ts, calling)
-        self._chunks = [header]
+        self._chunks: list[bytes | memoryview] = [header]
         self._stream: StreamWrite | None = None
         self._error: InstanceWriteError | None = None
         self._duplicate_of = store.study_of(sop_instance) if store.duplicate_policy == "keep" else None
@@ -150,7 +150,7 @@ class StreamingInstance:
             except InstanceWriteError as exc:
                 self._error = exc
 
-    def write(self, fragment: bytes) -> None:
+    def write(self, fragment: memoryview) -> None:
         if self._duplicate_of is not None:
             return  # kept as first received; nothing to write
         self._chunks.append(fragment)
