@@ -80,15 +80,15 @@ class Negotiated:
     results: list[tuple[int, int, str]] = field(default_factory=list)  # (id, result, transfer syntax)
 
 
-def _uid(raw: bytes) -> str:
+def _uid(raw: bytes | bytearray) -> str:
     return raw.rstrip(b"\x00 ").decode("ascii", "replace")
 
 
-def _ae(raw: bytes) -> str:
+def _ae(raw: bytes | bytearray) -> str:
     return raw.decode("ascii", "replace").strip()
 
 
-def parse_associate_rq(pdu: bytes) -> AssociateRequest:
+def parse_associate_rq(pdu: bytes | bytearray) -> AssociateRequest:
     """A-ASSOCIATE-RQ PDU (including its 6-byte header) → what negotiation needs."""
     if len(pdu) < 74 or pdu[0] != 0x01:
         raise ProtocolError("not an A-ASSOCIATE-RQ")

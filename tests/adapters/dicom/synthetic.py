@@ -97,3 +97,9 @@ def dataset_bytes(data: bytes) -> bytes:
     read_preamble(fp, False)
     _read_file_meta_info(fp)
     return data[fp.tell() :]
+
+
+def half_written(tmp_dir: Path) -> list[Path]:
+    """Files in the store's tmp directory holding any bytes. The store keeps empty tmp files created
+    ahead for the next instance; a file with content there would be an instance left half-written."""
+    return [p for p in tmp_dir.iterdir() if p.stat().st_size > 0]
