@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.hl7v2.listener import start_mllp  # noqa: E402
-from fhir_server.hub import open_hub  # noqa: E402
+from fhir_server.hub import freeze_startup_heap, open_hub  # noqa: E402
 from fhir_server.settings import Settings  # noqa: E402
 
 
@@ -71,6 +71,7 @@ async def main() -> None:
         async with open_hub(settings) as hub:
             sink: Any = NullSink() if args.null_sink else hub.sink
             service = await start_mllp(settings, sink, port=0)
+            freeze_startup_heap()  # as `yilian serve` does once its listeners are up
             try:
                 await load(service.port, "warm", "throughput", "--messages", "200", "--window", "16")
                 profiler = cProfile.Profile() if args.profile else None

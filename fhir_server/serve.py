@@ -16,7 +16,7 @@ from adapters.dicom.dicomweb import build_dicomweb_app
 from adapters.dicom.service import start_dicom
 from adapters.hl7v2.listener import start_mllp
 from adapters.hl7v2.outbound import OruDelivery
-from fhir_server.hub import open_hub
+from fhir_server.hub import freeze_startup_heap, open_hub
 from fhir_server.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ async def serve(settings: Settings) -> None:
             hub.app.mount("/dicomweb", build_dicomweb_app(settings, hub.sink, dicom.instances))
             LOGGER.info("DICOM %s listening on %s:%s", settings.dicom_aet, settings.dicom_host, dicom.port)
         LOGGER.info("FHIR API on http://%s:%s%s", settings.host, settings.port, settings.base_path)
+        freeze_startup_heap()
         config = uvicorn.Config(
             hub.app,
             host=settings.host,
