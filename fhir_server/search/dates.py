@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 from fhir_server.errors import BadRequest
 
@@ -22,8 +23,13 @@ def _us(dt: datetime) -> int:
     return (dt - _EPOCH) // timedelta(microseconds=1)
 
 
+@lru_cache(maxsize=8192)
 def date_range(value: str) -> tuple[int, int] | None:
-    """[low, high) in UTC microseconds for a FHIR date/dateTime/instant, or None if malformed."""
+    """[low, high) in UTC microseconds for a FHIR date/dateTime/instant, or None if malformed.
+
+    Cached: a write indexes the same few instants many times (meta.lastUpdated for the store key and
+    for `_lastUpdated`, the message time an HL7 feed stamps on every resource), and parsing showed up
+    at 4% of the HL7 ingest profile."""
     match = _DATE.match(value.strip())
     if not match:
         return None

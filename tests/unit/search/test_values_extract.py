@@ -44,6 +44,24 @@ def test_all_r4_parameters_compile_with_few_fallbacks() -> None:
     assert caps["birthdate"].type == "date" and caps["birthdate"].url.endswith("individual-birthdate")
 
 
+def test_handwritten_extractors_agree_with_fhirpathpy() -> None:
+    import fhirpathpy
+    from fhirpathpy.models import models
+
+    from fhir_server.search.registry import _HANDWRITTEN
+
+    patients = [
+        {"resourceType": "Patient"},
+        {"resourceType": "Patient", "deceasedBoolean": False},
+        {"resourceType": "Patient", "deceasedBoolean": True},
+        {"resourceType": "Patient", "deceasedDateTime": "2026-11-30T08:00:00+08:00"},
+    ]
+    for expression, extractor in _HANDWRITTEN.items():
+        for patient in patients:
+            expected = fhirpathpy.evaluate(patient, expression, {}, models["r4"])
+            assert [value for value, _, _ in extractor(patient)] == expected, (expression, patient)
+
+
 def test_extract_typed_entries() -> None:
     registry = shared_registry()
     obs = {
