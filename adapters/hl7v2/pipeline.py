@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from adapters.base import Sink
 from adapters.hl7v2 import ack as acks
 from adapters.hl7v2.coalesce import groups, merge
+from adapters.hl7v2.hub_owned import carry_over
 from adapters.hl7v2.journal import Appended, Entry, Journal, NewEntry, Outcome
 from adapters.hl7v2.parse import Message, ParseError, header_facts, parse
 from adapters.hl7v2.router import Router, build_router
@@ -255,6 +256,12 @@ class Pipeline:
         return work
 
     async def _apply(self, works: list[_Work]) -> None:
+        try:
+            await carry_over(self.sink, [w.translation for w in works if w.translation is not None])
+        except FhirError as exc:  # the read failed: nothing of this group can be applied safely
+            for w in works:
+                self._fail(w, "AE", [acks.ErrorDetail("207", f"reading current patients failed: {exc}")])
+            return
         if len(works) > 1:
             try:
                 await self.sink.submit(merge([w.translation.bundle for w in works]))  # type: ignore[union-attr]

@@ -55,7 +55,7 @@ def translate(message: Message, ctx: Context) -> Translation:
     survivor = pid.translate(pid_seg, tx.facility, ctx.tz)
     if (survivor.system, survivor.value) == (old_system, old_value):
         raise TranslationError("MRG-1 names the surviving patient itself", "MRG-1", "102")
-    survivor_url = tx.upsert(survivor.resource, survivor.system, survivor.value)
+    survivor_url = tx.upsert_patient(survivor.resource, survivor.system, survivor.value)
     tx.patient_key = survivor.key
     translation = tx.finish()
     merge = {"survivor_url": survivor_url, "old_system": old_system, "old_value": old_value}

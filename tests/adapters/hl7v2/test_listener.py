@@ -236,6 +236,28 @@ async def test_a40_merge_links_patients_and_moves_references(
     )
     assert report["subject"]["reference"] == f"Patient/{survivor['id']}"
 
+    # The HIS goes on sending demographics for both numbers: an A08 replaces the record it describes,
+    # but not the merge the hub recorded on it.
+    survivor_a08 = (
+        sample("adt_a28_duplicate_record")
+        .replace(b"C0100", b"C0099")
+        .replace(b"ADT^A28^ADT_A05|ADT0006", b"ADT^A08^ADT_A01|ADT0601")
+        .replace("王^五".encode(), "王^伍".encode())
+    )
+    old_a08 = (
+        sample("adt_a28_duplicate_record")
+        .replace(b"ADT^A28^ADT_A05|ADT0006", b"ADT^A08^ADT_A01|ADT0602")
+        .replace(b"19580130", b"19580131")
+    )
+    acks = await send_all("127.0.0.1", mllp.port, [survivor_a08, old_a08])
+    assert [msa(a)[1] for a in acks] == ["AA", "AA"], acks
+    [survivor_now] = await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0099")
+    [old_now] = await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0100")
+    assert survivor_now["name"][0]["given"] == ["伍"]  # the sender's update applied
+    assert survivor_now["link"] == survivor["link"]
+    assert old_now["link"] == old["link"] and old_now["active"] is False
+    assert old_now["birthDate"] == "1958-01-31"  # a real update, not a no-op
+
 
 async def test_batch_over_mllp(mllp: MllpService) -> None:
     acks = await send_all("127.0.0.1", mllp.port, split_batch(sample("batch")))
