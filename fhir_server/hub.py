@@ -132,4 +132,3 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-

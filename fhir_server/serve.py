@@ -53,6 +53,7 @@ async def serve(settings: Settings) -> None:
     async with open_hub(settings) as hub, contextlib.AsyncExitStack() as stack:
         delivery = OruDelivery(settings, hub.sink)
         hub.service.events.subscribe(delivery.on_change)
+        delivery.start()
         stack.push_async_callback(delivery.close)
         if settings.mllp_port:
             mllp = await start_mllp(settings, hub.sink)

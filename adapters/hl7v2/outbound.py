@@ -1,16 +1,17 @@
 """Outbound ORU^R01: a final DiagnosticReport for another member's order goes back to that member's HIS.
 
 Hook: subscribe `OruDelivery.on_change` to the hub's after-commit event bus (it takes any object with
-`resource_type` and `resource`, i.e. `ResourceChanged`). It returns at once; delivery runs as a
-background task with retry, so a slow or absent member system never slows a write.
+`resource_type` and `resource`, i.e. `ResourceChanged`) and `start()` it. `on_change` records the
+delivery in the durable outbox (`outbox.py`) and returns; a worker task sends due deliveries, so a slow
+or absent member system never slows a write, and a restart resumes what was pending.
 
 Who gets it: the report's `basedOn` ServiceRequest names the requester (Organization, or PractitionerRole
 → organization). When that organization is not the one that produced the report (its performer), and
 it has an active `Endpoint` with connectionType `hl7v2-mllp` and address `mllp://host:port`
-(Organization.endpoint), an ORU^R01 is built from the report and its Observations and sent there.
-AA/CA ends it; AR is final (logged); anything else (AE, timeout, refused) is retried with exponential
-backoff up to `Settings.hl7_outbound_retries` attempts. Pending deliveries are in memory only (a known
-gap: a restart drops them; the report stays in the hub and can be re-sent).
+(Organization.endpoint), an ORU^R01 is built from the report (as it is when sent) and its Observations.
+AA/CA ends it; AR/CR is final (logged); anything else (AE, timeout, refused) is retried with exponential
+backoff up to `Settings.hl7_outbound_retries` attempts. Left open: a crash between the store's commit
+and the outbox row (microseconds) loses that delivery; the report stays in the hub and can be re-sent.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from adapters.base import Sink
 from adapters.hl7v2.client import MllpClient, MllpClientError
+from adapters.hl7v2.outbox import Delivery, Outbox
 from adapters.hl7v2.parse import escape
 from adapters.identity import organization_identifier_system
 from fhir_server.errors import FhirError
@@ -36,6 +38,7 @@ JsonObject = dict[str, Any]
 FINAL = {"final", "amended", "corrected", "appended"}
 _STATUS_0123 = {"final": "F", "amended": "C", "corrected": "C", "appended": "C"}
 _STATUS_0085 = {"final": "F", "amended": "C", "corrected": "C", "preliminary": "P", "cancelled": "X"}
+IDLE_POLL = 30.0  # seconds between outbox checks when nothing wakes the worker
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,15 @@ class Target:
     port: int
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt's result: the outbox status it leads to and why."""
+
+    status: str  # delivered | rejected | retry | dropped
+    target: str | None = None
+    error: str | None = None
+
+
 class OruDelivery:
     def __init__(self, settings: Settings, sink: Sink, backoff: float = 1.0, timeout: float = 15.0) -> None:
         self.settings = settings
@@ -52,65 +64,102 @@ class OruDelivery:
         self.backoff = backoff
         self.timeout = timeout
         self.tz = ZoneInfo(settings.hl7_timezone)
-        self._tasks: set[asyncio.Task[bool]] = set()
+        self.outbox = Outbox(settings.resolved_journal_path())
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
         self._counter = 0
 
+    def start(self) -> None:
+        """Start the worker; deliveries left pending by an earlier run are sent first."""
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run(), name="hl7-outbound")
+
     async def on_change(self, change: Any) -> None:
-        """Event-bus handler: schedule delivery when a DiagnosticReport is final."""
+        """Event-bus handler: a final DiagnosticReport is recorded in the outbox (durably)."""
         resource = getattr(change, "resource", None)
         if getattr(change, "resource_type", "") != "DiagnosticReport" or not resource:
             return
-        if resource.get("status") not in FINAL:
+        if resource.get("status") not in FINAL or not resource.get("id"):
             return
-        task = asyncio.create_task(self.deliver(resource), name=f"oru-{resource.get('id')}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        version = str((resource.get("meta") or {}).get("versionId", ""))
+        if await asyncio.to_thread(self.outbox.enqueue, f"DiagnosticReport/{resource['id']}", version):
+            self._wake.set()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        if self._worker is not None:
+            self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await self._worker
+            self._worker = None
+        self.outbox.close()
 
-    async def wait_idle(self) -> None:
-        """For tests and shutdown: wait for scheduled deliveries to finish."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """For tests and shutdown: wait until nothing is pending."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while await asyncio.to_thread(self.outbox.next_due_in) is not None:
+            if loop.time() > deadline:
+                raise TimeoutError("outbound deliveries still pending")
+            self._wake.set()
+            await asyncio.sleep(0.02)
 
-    async def deliver(self, report: JsonObject) -> bool:
-        """Deliver one report (with retry); True when the member accepted it."""
+    async def _run(self) -> None:
+        while True:
+            for delivery in await asyncio.to_thread(self.outbox.due):
+                await self._attempt(delivery)
+            wait = await asyncio.to_thread(self.outbox.next_due_in)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_POLL if wait is None else min(wait, IDLE_POLL))
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        try:
+            report = await self.sink.read(*delivery.report.split("/", 1))
+            if report is None or report.get("status") not in FINAL:
+                result = Attempt("dropped", error="report no longer final or gone")
+            else:
+                result = await self.deliver(report)
+        except FhirError as exc:
+            result = Attempt("retry", error=f"reading the report failed: {exc.message}")
+        attempts = delivery.attempts + 1
+        if result.status == "retry" and attempts >= self.settings.hl7_outbound_retries:
+            log.error("ORU for %s not delivered: retries exhausted (%s)", delivery.report, result.error)
+            status, retry_in = "failed", 0.0
+        elif result.status == "retry":
+            status, retry_in = "pending", self.backoff * 2 ** (attempts - 1)
+        else:
+            status, retry_in = result.status, 0.0
+        record = self.outbox.record
+        await asyncio.to_thread(
+            record, delivery.id, status, target=result.target, error=result.error, retry_in=retry_in
+        )
+
+    async def deliver(self, report: JsonObject) -> Attempt:
+        """One attempt to deliver `report` to the member that ordered it."""
         try:
             target = await self.target(report)
             if target is None:
-                return False
+                return Attempt("dropped", error="no other member with an active MLLP endpoint ordered it")
             message = await self.build(report, target)
         except FhirError as exc:
             log.warning("ORU for DiagnosticReport/%s not built: %s", report.get("id"), exc.message)
-            return False
-        for attempt in range(1, self.settings.hl7_outbound_retries + 1):
-            try:
-                async with MllpClient(target.host, target.port, self.timeout) as client:
-                    [answer] = await client.send(message)
-                code = _msa_code(answer)
-                if code in ("AA", "CA"):
-                    log.info("ORU for DiagnosticReport/%s delivered to %s", report.get("id"), target.facility)
-                    return True
-                if code in ("AR", "CR"):
-                    log.warning(
-                        "ORU for DiagnosticReport/%s rejected by %s", report.get("id"), target.facility
-                    )
-                    return False
-                log.warning("ORU delivery to %s answered %s (attempt %d)", target.facility, code, attempt)
-            except MllpClientError as exc:
-                log.warning("ORU delivery to %s failed (attempt %d): %s", target.facility, attempt, exc)
-            if attempt < self.settings.hl7_outbound_retries:
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-        log.error(
-            "ORU for DiagnosticReport/%s not delivered to %s: retries exhausted",
-            report.get("id"),
-            target.facility,
-        )
-        return False
+            return Attempt("retry", error=exc.message)
+        where = f"{target.facility} mllp://{target.host}:{target.port}"
+        try:
+            async with MllpClient(target.host, target.port, self.timeout) as client:
+                [answer] = await client.send(message)
+        except MllpClientError as exc:
+            log.warning("ORU delivery to %s failed: %s", target.facility, exc)
+            return Attempt("retry", where, str(exc))
+        code = _msa_code(answer)
+        if code in ("AA", "CA"):
+            log.info("ORU for DiagnosticReport/%s delivered to %s", report.get("id"), target.facility)
+            return Attempt("delivered", where)
+        if code in ("AR", "CR"):
+            log.warning("ORU for DiagnosticReport/%s rejected by %s", report.get("id"), target.facility)
+            return Attempt("rejected", where, f"answered {code}")
+        log.warning("ORU delivery to %s answered %s", target.facility, code)
+        return Attempt("retry", where, f"answered {code}")
 
     async def _ref(self, reference: str | None) -> JsonObject | None:
         if not reference or "/" not in reference:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,12 +49,10 @@ class MemberHis:
         writer.close()
 
 
-async def test_final_report_for_another_members_order_is_delivered_with_retry(
-    mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
-) -> None:
-    his = MemberHis(fail_first=1)
-    server = await asyncio.start_server(his.handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+async def _report_for_other_member(
+    mllp: MllpService, fhir: httpx.AsyncClient, his_port: int
+) -> dict[str, Any]:
+    """FYXWSY orders (ORM), FYXRMYY results it (ORU); FYXWSY's Organization gets an MLLP Endpoint."""
     acks = await send_all("127.0.0.1", mllp.port, [sample("orm_o01"), sample("oru_r01")])
     assert all(b"MSA|AA" in a for a in acks)
     endpoint = (
@@ -67,7 +66,7 @@ async def test_final_report_for_another_members_order_is_delivered_with_retry(
                     "code": "hl7v2-mllp",
                 },
                 "payloadType": [{"text": "ORU^R01"}],
-                "address": f"mllp://127.0.0.1:{port}",
+                "address": f"mllp://127.0.0.1:{his_port}",
             },
         )
     ).json()
@@ -88,16 +87,30 @@ async def test_final_report_for_another_members_order_is_delivered_with_retry(
             )
         ).json()["entry"]
     ]
+    return report
+
+
+async def test_final_report_for_another_members_order_is_delivered_with_retry(
+    mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
+) -> None:
+    his = MemberHis(fail_first=1)
+    server = await asyncio.start_server(his.handle, "127.0.0.1", 0)
+    report = await _report_for_other_member(mllp, fhir, server.sockets[0].getsockname()[1])
 
     delivery = OruDelivery(hl7_settings, hl7_hub.sink, backoff=0.01)
+    delivery.start()
     await delivery.on_change(Change("DiagnosticReport", report))
+    await delivery.on_change(Change("DiagnosticReport", report))  # the same version again: one delivery
     await delivery.on_change(
         Change("DiagnosticReport", {**report, "status": "preliminary"})
     )  # not final: ignored
     await delivery.wait_idle()
+    [row] = delivery.outbox.rows()
+    await delivery.close()
     server.close()
     await server.wait_closed()
 
+    assert (row.status, row.attempts, row.report) == ("delivered", 2, f"DiagnosticReport/{report['id']}")
     assert len(his.received) == 2  # AE once, then retried and accepted
     oru = parse(his.received[-1])
     assert (oru.message_type, oru.trigger, oru.msh.get(6)) == ("ORU", "R01", "FYXWSY")
@@ -128,4 +141,38 @@ async def test_report_for_own_order_or_without_endpoint_is_not_sent(
             {"reference": (await delivery._ref(report["basedOn"][0]["reference"]))["requester"]["reference"]}
         ],
     }  # type: ignore[index]
-    assert await delivery.deliver(own) is False
+    assert (await delivery.deliver(own)).status == "dropped"
+    await delivery.close()
+
+
+async def test_pending_delivery_survives_a_restart(
+    mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on yet: the member's HIS is down
+        probe.bind(("127.0.0.1", 0))
+        his_port = probe.getsockname()[1]
+    report = await _report_for_other_member(mllp, fhir, his_port)
+    settings = hl7_settings.model_copy(update={"hl7_outbound_retries": 1000})
+
+    first = OruDelivery(settings, hl7_hub.sink, backoff=0.05, timeout=2)
+    first.start()
+    await first.on_change(Change("DiagnosticReport", report))
+    for _ in range(200):
+        [row] = first.outbox.rows()
+        if row.attempts >= 1:
+            break
+        await asyncio.sleep(0.02)
+    await first.close()  # the hub stops with the delivery still pending
+    assert row.status == "pending" and row.last_error
+
+    his = MemberHis(fail_first=0)
+    server = await asyncio.start_server(his.handle, "127.0.0.1", his_port)
+    second = OruDelivery(settings, hl7_hub.sink, backoff=0.05)  # the hub again, same state file
+    second.start()
+    await second.wait_idle()
+    [row] = second.outbox.rows()
+    await second.close()
+    server.close()
+    await server.wait_closed()
+    assert row.status == "delivered"
+    assert [parse(m).trigger for m in his.received] == ["R01"]

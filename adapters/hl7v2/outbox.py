@@ -1,0 +1,133 @@
+"""The outbound queue: which final reports still have to reach a member's HIS, durably.
+
+A member system can be down for hours; the hub can restart meanwhile. So a delivery is a row in the HL7
+state file (the journal's SQLite file, its own table), written with a full fsync when the report is
+final, and removed from the due set only by an answer: delivered (AA/CA), rejected (AR/CR) or failed
+(retries exhausted, AE or no connection each time). `OruDelivery` is the worker; this module only stores.
+Blocking calls: the worker runs them in a thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbound (
+    id INTEGER PRIMARY KEY,
+    report TEXT NOT NULL,          -- DiagnosticReport/<id>
+    version TEXT NOT NULL,         -- the version that became final
+    status TEXT NOT NULL,          -- pending | delivered | rejected | failed | dropped
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at REAL NOT NULL,          -- epoch seconds of the next attempt
+    target TEXT,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT,
+    UNIQUE (report, version)
+);
+CREATE INDEX IF NOT EXISTS outbound_due ON outbound (status, due_at);
+"""
+
+FINAL_STATES = ("delivered", "rejected", "failed", "dropped")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    report: str
+    version: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One row as `yilian hl7 journal`-style listings and tests see it."""
+
+    id: int
+    report: str
+    version: str
+    status: str
+    attempts: int
+    target: str | None
+    last_error: str | None
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def enqueue(self, report: str, version: str) -> bool:
+        """Record that `report` at `version` must be delivered; False if it already was recorded."""
+        now = dt.datetime.now(dt.UTC).isoformat()
+        with self._lock:
+            row = self._db.execute(
+                "INSERT INTO outbound (report, version, status, due_at, created_at)"
+                " VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (report, version) DO NOTHING RETURNING id",
+                (report, version, time.time(), now),
+            ).fetchone()
+        return row is not None
+
+    def due(self, now: float | None = None, limit: int = 50) -> list[Delivery]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, report, version, attempts FROM outbound"
+                " WHERE status = 'pending' AND due_at <= ? ORDER BY due_at, id LIMIT ?",
+                (time.time() if now is None else now, limit),
+            ).fetchall()
+        return [Delivery(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    def next_due_in(self) -> float | None:
+        """Seconds until the earliest pending delivery is due (0 if overdue); None if nothing pends."""
+        with self._lock:
+            row = self._db.execute("SELECT min(due_at) FROM outbound WHERE status = 'pending'").fetchone()
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, float(row[0]) - time.time())
+
+    def record(
+        self,
+        delivery_id: int,
+        status: str,
+        *,
+        target: str | None = None,
+        error: str | None = None,
+        retry_in: float = 0.0,
+    ) -> None:
+        """An attempt's result: a final state, or `pending` again after `retry_in` seconds."""
+        if status not in (*FINAL_STATES, "pending"):
+            raise ValueError(f"unknown outbound status {status!r}")
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbound SET status = ?, attempts = attempts + 1, due_at = ?, target = ?,"
+                " last_error = ?, updated_at = ? WHERE id = ?",
+                (
+                    status,
+                    time.time() + retry_in,
+                    target,
+                    error,
+                    dt.datetime.now(dt.UTC).isoformat(),
+                    delivery_id,
+                ),
+            )
+
+    def rows(self) -> list[DeliveryRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, report, version, status, attempts, target, last_error FROM outbound ORDER BY id"
+            ).fetchall()
+        return [DeliveryRow(int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], r[6]) for r in rows]
