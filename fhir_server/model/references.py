@@ -39,5 +39,6 @@ def rewrite_references(resource: dict[str, Any], resolve: Callable[[str], str | 
             holder["reference"] = new
 
 
-def is_valid_id(value: str) -> bool:
-    return bool(ID_PATTERN.match(value))
+def is_valid_id(value: object) -> bool:
+    """Also False for a non-string (a client's `"id": true` reaches here from a conditional PUT)."""
+    return isinstance(value, str) and ID_PATTERN.match(value) is not None

@@ -67,7 +67,10 @@ async def test_random_malformed_input_never_500(client: httpx.AsyncClient) -> No
     rng = random.Random(seed)
     await client.put("/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
     for _ in range(400):
-        kind, response = await _one(client, rng)
+        try:
+            kind, response = await _one(client, rng)
+        except Exception as exc:  # an exception escaping the app is a 500 too; name the seed that found it
+            raise AssertionError(f"seed={seed}: the app raised {exc!r}") from exc
         assert response.status_code < 500, f"seed={seed} {kind}: {response.status_code} {response.text[:300]}"
         if response.status_code >= 400 and response.content:
             assert response.json()["resourceType"] == "OperationOutcome", f"seed={seed} {kind}"

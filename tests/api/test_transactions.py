@@ -126,3 +126,16 @@ async def test_return_representation(client: httpx.AsyncClient) -> None:
     bundle = _tx(_post({"resourceType": "Patient", "name": [{"text": "钱七"}]}))
     r = await client.post("/fhir", json=bundle, headers={"Prefer": "return=representation"})
     assert r.json()["entry"][0]["resource"]["name"][0]["text"] == "钱七"
+
+
+async def test_conditional_put_with_a_non_string_id_is_a_400(client: httpx.AsyncClient) -> None:
+    """Found by the random-input test: `"id": true` in a conditional PUT entry used to raise a TypeError."""
+    entry = {
+        "resource": {"resourceType": "Patient", "id": True},
+        "request": {"method": "PUT", "url": "Patient?identifier=urn:x|1"},
+    }
+    response = await client.post("/fhir", json=_tx(entry))
+    assert response.status_code == 400
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "not a valid FHIR id" in outcome["issue"][0]["diagnostics"]
