@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from adapters.dicom import vocabulary as v
 from adapters.dicom.instances import InstanceStore, InstanceWriteError, PendingWrite, StoredInstance
-from adapters.dicom.summary import InvalidInstance, summarize
+from adapters.dicom.summary import InvalidInstance, KnownMeta, summarize
 
 
 def dimse_status(exc: Exception) -> int:
@@ -28,12 +28,13 @@ def receive(
     expected_sop_uid: str | None = None,
     expected_study_uid: str | None = None,
     pending: PendingWrite | None = None,
+    known: KnownMeta | None = None,
 ) -> StoredInstance:
     """Check and store one Part 10 instance; `pending` when its bytes were already streamed to disk."""
     if pending is None:
         pending = store.begin(part10)  # the flush to disk runs while the dataset is checked
     try:
-        summary = summarize(part10)
+        summary = summarize(part10, known)
         if expected_sop_uid is not None and summary.sop_instance_uid != expected_sop_uid:
             raise InvalidInstance("SOP Instance UID differs from the request")
         if expected_study_uid is not None and summary.study_uid != expected_study_uid:

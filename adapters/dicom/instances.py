@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -25,6 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import orjson
 
 from adapters.base import AdapterError
 from adapters.dicom.summary import InstanceSummary, InvalidInstance, summarize
@@ -271,7 +272,7 @@ class InstanceStore:
                         when,
                         calling_ae,
                         member,
-                        json.dumps(summary.to_json(), ensure_ascii=False),
+                        orjson.dumps(summary.to_json()).decode(),
                     ),
                 )
                 self._db.execute(
@@ -439,7 +440,7 @@ def open_instance_store(settings: Settings) -> InstanceStore:
 
 
 def _record(row: tuple[str, str, int, str, str, str]) -> StoredInstance:
-    summary = InstanceSummary.from_json(json.loads(row[0]))
+    summary = InstanceSummary.from_json(orjson.loads(row[0]))
     return StoredInstance(summary, row[1], row[2], row[3], row[4], row[5])
 
 

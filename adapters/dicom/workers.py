@@ -29,7 +29,7 @@ from adapters.dicom.ingest import dimse_status, receive
 from adapters.dicom.instances import InstanceStore, InstanceWriteError, StreamWrite
 from adapters.dicom.part10 import file_meta
 from adapters.dicom.storage_scp import InstanceWriter, Policy, serve_storage
-from adapters.dicom.summary import InvalidInstance
+from adapters.dicom.summary import InvalidInstance, KnownMeta
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ class StreamingInstance:
     ) -> None:
         self._store, self._calling, self._member, self._sop = store, calling, member, sop_instance
         header = file_meta(sop_class, sop_instance, ts, calling)
+        self._known = KnownMeta(len(header), ts, sop_class)
         self._chunks: list[bytes | memoryview] = [header]
         self._stream: StreamWrite | None = None
         self._error: InstanceWriteError | None = None
@@ -165,7 +166,15 @@ class StreamingInstance:
             if self._error is not None or self._stream is None:
                 raise self._error or InstanceWriteError("no instance file")
             pending = self._stream.finish()
-            stored = receive(self._store, part10, self._calling, self._member, self._sop, pending=pending)
+            stored = receive(
+                self._store,
+                part10,
+                self._calling,
+                self._member,
+                self._sop,
+                pending=pending,
+                known=self._known,
+            )
         except (InvalidInstance, InstanceWriteError) as exc:
             log.warning("C-STORE from %s refused: %s", self._calling, exc)
             return dimse_status(exc), None
