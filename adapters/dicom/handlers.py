@@ -36,7 +36,7 @@ from adapters.dicom.query import (
     response_identifier,
     uid_filters,
 )
-from adapters.dicom.summary import InvalidInstance
+from adapters.dicom.summary import InvalidInstance, KnownMeta
 from adapters.dicom.worklist import worklist_criteria, worklist_response
 from fhir_server.errors import FhirError
 from fhir_server.settings import Settings
@@ -88,7 +88,8 @@ class DicomHandlers:
         member = self._settings.dicom_known_aes.get(calling, "")
         expected = str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
         try:
-            stored = receive(self._store, _part10(event, calling), calling, member, expected)
+            part10, known = _part10(event, calling)
+            stored = receive(self._store, part10, calling, member, expected, known=known)
         except (InvalidInstance, InstanceWriteError) as exc:
             log.warning("C-STORE from %s refused: %s", calling, exc)
             return dimse_status(exc)
@@ -206,18 +207,17 @@ def _contexts_for(instances: list[StoredInstance]) -> list[PresentationContext]:
     return [build_context(sop, [ts]) for sop, ts in list(pairs)[:128]]
 
 
-def _part10(event: Event, calling: str) -> bytes:
-    """The received dataset as a Part 10 file, bytes as sent (no decode / re-encode)."""
+def _part10(event: Event, calling: str) -> tuple[bytes, KnownMeta]:
+    """The received dataset as a Part 10 file, bytes as sent (no decode / re-encode), and what we know
+    of it because we framed it (as the storage workers do)."""
     request = event.request
     dataset = request.DataSet.getvalue() if request.DataSet is not None else b""  # type: ignore[union-attr]
     sop_class = str(getattr(request, "AffectedSOPClassUID", "") or "")
+    transfer_syntax = str(event.context.transfer_syntax)
     meta = file_meta(
-        sop_class,
-        str(getattr(request, "AffectedSOPInstanceUID", "") or ""),
-        str(event.context.transfer_syntax),
-        calling,
+        sop_class, str(getattr(request, "AffectedSOPInstanceUID", "") or ""), transfer_syntax, calling
     )
-    return meta + dataset
+    return meta + dataset, KnownMeta(len(meta), transfer_syntax, sop_class)
 
 
 def _calling_ae(event: Event) -> str:
