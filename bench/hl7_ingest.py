@@ -26,6 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.hl7v2.listener import start_mllp  # noqa: E402
+from adapters.hl7v2.outbound import OruDelivery  # noqa: E402
 from fhir_server.hub import freeze_startup_heap, open_hub  # noqa: E402
 from fhir_server.settings import Settings  # noqa: E402
 
@@ -71,6 +72,10 @@ async def main() -> None:
         async with open_hub(settings) as hub:
             sink: Any = NullSink() if args.null_sink else hub.sink
             service = await start_mllp(settings, sink, port=0)
+            delivery = OruDelivery(settings, sink)  # wired as `yilian serve` wires it: final reports enqueue
+            if not args.null_sink:
+                hub.service.events.subscribe(delivery.on_change)
+                delivery.start()
             freeze_startup_heap()  # as `yilian serve` does once its listeners are up
             try:
                 await load(service.port, "warm", "throughput", "--messages", "200", "--window", "16")
@@ -120,6 +125,7 @@ async def main() -> None:
                     print(out.getvalue())
             finally:
                 await service.close()
+                await delivery.close()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ A member system can be down for hours; the hub can restart meanwhile. So a deliv
 state file (the journal's SQLite file, its own table), written when the report is final, and removed
 from the due set only by an answer: delivered (AA/CA), rejected (AR/CR) or failed (retries exhausted,
 AE or no connection each time). `OruDelivery` is the worker; this module only stores.
-Blocking calls: the worker runs them in a thread.
+Blocking calls: the worker runs its queries in a thread; `enqueue` (no fsync) is cheap enough inline.
 """
 
 from __future__ import annotations
