@@ -13,14 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from adapters.base import Sink
-from adapters.hl7v2.transaction import Translation
+from adapters.hl7v2.transaction import Translation, escape_token
 
 JsonObject = dict[str, Any]
-
-
-def _escape(value: str) -> str:
-    """FHIR search escaping of a token part (`\\ , $ |`)."""
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$").replace("|", "\\|")
 
 
 async def carry_over(sink: Sink, translations: Sequence[Translation]) -> None:
@@ -28,7 +23,7 @@ async def carry_over(sink: Sink, translations: Sequence[Translation]) -> None:
     kept = [(t, k) for t in translations for k in t.kept]
     if not kept:
         return
-    criteria = ",".join(sorted({f"{_escape(k.system)}|{_escape(k.value)}" for _, k in kept}))
+    criteria = ",".join(sorted({f"{escape_token(k.system)}|{escape_token(k.value)}" for _, k in kept}))
     # Only merged records matter, and they are rare: `link:missing=false` lets the index answer "none"
     # for a whole round of new and ordinary patients without reading any of them.
     found = await sink.search(

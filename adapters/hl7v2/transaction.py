@@ -241,9 +241,13 @@ _PLAIN = re.compile(r"[A-Za-z0-9:/._~\-]*")
 
 
 @lru_cache(maxsize=65536)
+def escape_token(value: str) -> str:
+    """FHIR search escaping of one part of a token value (`\\ , $ |`)."""
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$").replace("|", "\\|")
+
+
 def _q(value: str) -> str:
     """Escape a token for a search URL value: FHIR-escape `| , $ \\`, then percent-encode for the URL."""
     if _PLAIN.fullmatch(value):
         return value
-    escaped = value.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$").replace("|", "\\|")
-    return quote(escaped, safe=":/.-_~\\")
+    return quote(escape_token(value), safe=":/.-_~\\")
