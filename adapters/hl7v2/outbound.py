@@ -108,8 +108,8 @@ class OruDelivery:
         while True:
             for delivery in await asyncio.to_thread(self.outbox.due):
                 await self._attempt(delivery)
+            self._wake.clear()  # before reading the next due time: an enqueue after this sets it again
             wait = await asyncio.to_thread(self.outbox.next_due_in)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), IDLE_POLL if wait is None else min(wait, IDLE_POLL))
 
