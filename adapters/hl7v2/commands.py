@@ -1,4 +1,5 @@
-"""`yilian hl7 ...`: list the journal, replay a failed message, send messages to any MLLP endpoint.
+"""`yilian hl7 ...`: list the journal, replay a failed message, list or re-queue outbound deliveries,
+send messages to any MLLP endpoint.
 
 These are CLI edges: they print, and return a process exit code.
 """
@@ -13,13 +14,14 @@ from pathlib import Path
 from adapters.base import HttpSink
 from adapters.hl7v2.client import MllpClientError, send_all
 from adapters.hl7v2.journal import STATUSES, Journal
+from adapters.hl7v2.outbox import FINAL_STATES, Outbox
 from adapters.hl7v2.parse import ParseError, is_batch, split_batch
 from adapters.hl7v2.pipeline import Pipeline
 from fhir_server.settings import Settings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    hl7 = subparsers.add_parser("hl7", help="HL7 v2: journal, replay, send")
+    hl7 = subparsers.add_parser("hl7", help="HL7 v2: journal, replay, outbound, send")
     sub = hl7.add_subparsers(dest="hl7_command", required=True)
 
     journal = sub.add_parser("journal", help="list journaled messages")
@@ -35,6 +37,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     replay.add_argument("--fhir-base", default="http://127.0.0.1:8080/fhir", help="FHIR server to apply to")
     replay.set_defaults(func=_replay)
 
+    outbound = sub.add_parser("outbound", help="list outbound ORU deliveries, or re-queue a finished one")
+    _journal_option(outbound)
+    outbound.add_argument("--status", choices=("pending", *FINAL_STATES), help="only these deliveries")
+    outbound.add_argument("--limit", type=int, default=50)
+    outbound.add_argument(
+        "--retry", type=int, metavar="ID", help="make a failed/rejected/dropped delivery due again"
+    )
+    outbound.set_defaults(func=_outbound)
+
     send = sub.add_parser("send", help="send the messages of a file (single, several, or FHS/BHS batch)")
     send.add_argument("file", type=Path)
     send.add_argument("--host", default="127.0.0.1")
@@ -49,11 +60,34 @@ def _journal_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _open(args: argparse.Namespace) -> Journal:
+def _journal_path(args: argparse.Namespace) -> Path:
     path: Path = args.journal or Settings().resolved_journal_path()
     if not path.exists():
         raise SystemExit(f"no HL7 journal at {path}")
-    return Journal(path)
+    return path
+
+
+def _open(args: argparse.Namespace) -> Journal:
+    return Journal(_journal_path(args))
+
+
+def _outbound(args: argparse.Namespace) -> int:
+    outbox = Outbox(_journal_path(args))
+    try:
+        if args.retry is not None:
+            if not outbox.requeue(args.retry):
+                print(f"delivery {args.retry} is unknown or still pending", file=sys.stderr)
+                return 1
+            print(f"delivery {args.retry} is due again; the running hub sends it within 30 s")
+            return 0
+        print(f"{'id':>6}  {'report':<54} {'version':>7} {'status':<9} {'tries':>5}  target / last error")
+        for row in outbox.rows(args.status, args.limit):
+            detail = " / ".join(filter(None, [row.target, row.last_error]))
+            head = f"{row.id:>6}  {row.report:<54} {row.version:>7} {row.status:<9} {row.attempts:>5}"
+            print(f"{head}  {detail}")
+    finally:
+        outbox.close()
+    return 0
 
 
 def _journal(args: argparse.Namespace) -> int:

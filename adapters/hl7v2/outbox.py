@@ -128,9 +128,23 @@ class Outbox:
                 ),
             )
 
-    def rows(self) -> list[DeliveryRow]:
+    def rows(self, status: str | None = None, limit: int = 1_000_000) -> list[DeliveryRow]:
+        sql = "SELECT id, report, version, status, attempts, target, last_error FROM outbound"
+        params: list[object] = []
+        if status:
+            sql += " WHERE status = ?"
+            params.append(status)
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, report, version, status, attempts, target, last_error FROM outbound ORDER BY id"
-            ).fetchall()
+            rows = self._db.execute(sql + " ORDER BY id LIMIT ?", [*params, limit]).fetchall()
         return [DeliveryRow(int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], r[6]) for r in rows]
+
+    def requeue(self, delivery_id: int) -> bool:
+        """Make a finished delivery (failed, rejected, dropped) due again, with a fresh set of attempts;
+        False if there is no such delivery or it is still pending."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE outbound SET status = 'pending', attempts = 0, due_at = ?, updated_at = ?"
+                " WHERE id = ? AND status IN ('failed', 'rejected', 'dropped')",
+                (time.time(), dt.datetime.now(dt.UTC).isoformat(), delivery_id),
+            )
+        return cur.rowcount == 1

@@ -17,6 +17,7 @@ from adapters.hl7v2.parse import parse
 from fhir_server.hub import Hub
 from fhir_server.settings import Settings
 from tests.adapters.hl7v2.conftest import sample
+from tests.adapters.hl7v2.test_commands import yilian
 
 
 @dataclass
@@ -176,3 +177,37 @@ async def test_pending_delivery_survives_a_restart(
     await server.wait_closed()
     assert row.status == "delivered"
     assert [parse(m).trigger for m in his.received] == ["R01"]
+
+
+async def test_outbound_command_lists_and_requeues_a_failed_delivery(
+    mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
+) -> None:
+    with socket.socket() as probe:  # the member's HIS is down for the whole retry budget
+        probe.bind(("127.0.0.1", 0))
+        his_port = probe.getsockname()[1]
+    report = await _report_for_other_member(mllp, fhir, his_port)
+    settings = hl7_settings.model_copy(update={"hl7_outbound_retries": 2})
+    delivery = OruDelivery(settings, hl7_hub.sink, backoff=0.01, timeout=2)
+    delivery.start()
+    await delivery.on_change(Change("DiagnosticReport", report))
+    await delivery.wait_idle()
+    journal = str(settings.resolved_journal_path())
+
+    code, out, _ = await yilian("hl7", "outbound", "--journal", journal, "--status", "failed")
+    assert code == 0 and f"DiagnosticReport/{report['id']}" in out and f"mllp://127.0.0.1:{his_port}" in out
+    [row] = delivery.outbox.rows("failed")
+    assert row.attempts == 2
+    code, _, err = await yilian("hl7", "outbound", "--journal", journal, "--retry", "999")
+    assert code == 1 and "unknown or still pending" in err
+
+    his = MemberHis(fail_first=0)
+    server = await asyncio.start_server(his.handle, "127.0.0.1", his_port)
+    code, out, _ = await yilian("hl7", "outbound", "--journal", journal, "--retry", str(row.id))
+    assert code == 0 and "due again" in out
+    await delivery.wait_idle()  # the running worker picks it up
+    [done] = delivery.outbox.rows()
+    await delivery.close()
+    server.close()
+    await server.wait_closed()
+    assert (done.status, done.attempts) == ("delivered", 1)
+    assert len(his.received) == 1
