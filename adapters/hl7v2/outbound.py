@@ -1,9 +1,9 @@
 """Outbound ORU^R01: a final DiagnosticReport for another member's order goes back to that member's HIS.
 
 Hook: subscribe `OruDelivery.on_change` to the hub's after-commit event bus (it takes any object with
-`resource_type` and `resource`, i.e. `ResourceChanged`) and `start()` it. `on_change` records the
-delivery in the outbox (`outbox.py`, survives a restart) and returns; a worker task sends due
-deliveries, so a slow or absent member system never slows a write, and a restart resumes what pends.
+`resource_type` and `resource`, i.e. `ResourceChanged`) and `start()` it. `on_change` notes the report
+and returns; the worker task writes notes to the outbox (`outbox.py`, durable, survives a restart) and
+sends due deliveries, so neither a disk nor a slow or absent member system ever slows a write.
 
 Who gets it: the report's `basedOn` ServiceRequest names the requester (Organization, or PractitionerRole
 → organization). When that organization is not the one that produced the report (its performer), and
@@ -11,7 +11,8 @@ it has an active `Endpoint` with connectionType `hl7v2-mllp` and address `mllp:/
 (Organization.endpoint), an ORU^R01 is built from the report (as it is when sent) and its Observations.
 AA/CA ends it; AR/CR is final (logged); anything else (AE, timeout, refused) is retried with exponential
 backoff up to `Settings.hl7_outbound_retries` attempts. Left open: a crash between the store's commit
-and the outbox row (microseconds) loses that delivery; the report stays in the hub and can be re-sent.
+and the worker's next outbox write (milliseconds) loses those deliveries; the reports stay in the hub
+and `yilian hl7 outbound` shows what was queued.
 """
 
 from __future__ import annotations
@@ -65,50 +66,75 @@ class OruDelivery:
         self.timeout = timeout
         self.tz = ZoneInfo(settings.hl7_timezone)
         self.outbox = Outbox(settings.resolved_journal_path())
-        self._wake = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # the sender: something may be due
+        self._noted = asyncio.Event()  # the recorder: notes to write
+        self._incoming: list[
+            tuple[str, str]
+        ] = []  # noted by on_change, written to the outbox by the recorder
+        self._tasks: list[asyncio.Task[None]] = []
         self._counter = 0
 
     def start(self) -> None:
-        """Start the worker; deliveries left pending by an earlier run are sent first."""
-        if self._worker is None:
-            self._worker = asyncio.create_task(self._run(), name="hl7-outbound")
+        """Start the recorder and the sender; deliveries left pending by an earlier run are sent first.
+
+        Two tasks, so a delivery attempt waiting on a slow member (up to `timeout`) never holds back
+        writing new notes to disk."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._record(), name="hl7-outbound-record"),
+                asyncio.create_task(self._send(), name="hl7-outbound-send"),
+            ]
 
     async def on_change(self, change: Any) -> None:
-        """Event-bus handler: a final DiagnosticReport is recorded in the outbox (durably)."""
+        """Event-bus handler: note a final DiagnosticReport for the outbox and return at once.
+
+        It runs inside the write path (after the commit, before the caller gets its answer), so it must
+        not wait for a disk: the worker writes what was noted in batches, one fsync each."""
         resource = getattr(change, "resource", None)
         if getattr(change, "resource_type", "") != "DiagnosticReport" or not resource:
             return
         if resource.get("status") not in FINAL or not resource.get("id") or not resource.get("basedOn"):
             return  # without basedOn there is no ordering member to send it to
         version = str((resource.get("meta") or {}).get("versionId", ""))
-        # Inline, not in a thread: a local SQLite insert without fsync (see outbox.py), microseconds.
-        if self.outbox.enqueue(f"DiagnosticReport/{resource['id']}", version):
-            self._wake.set()
+        self._incoming.append((f"DiagnosticReport/{resource['id']}", version))
+        self._noted.set()
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+                await task
+        self._tasks = []
+        await self._record_incoming()  # noted but not yet written: kept for the next start
         self.outbox.close()
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
-        """For tests and shutdown: wait until nothing is pending."""
+        """For tests and shutdown: wait until nothing is noted or pending."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while await asyncio.to_thread(self.outbox.next_due_in) is not None:
+        while self._incoming or await asyncio.to_thread(self.outbox.next_due_in) is not None:
             if loop.time() > deadline:
                 raise TimeoutError("outbound deliveries still pending")
             self._wake.set()
             await asyncio.sleep(0.02)
 
-    async def _run(self) -> None:
+    async def _record_incoming(self) -> None:
+        if self._incoming:
+            batch, self._incoming = self._incoming, []
+            await asyncio.to_thread(self.outbox.enqueue, batch)
+
+    async def _record(self) -> None:
+        while True:
+            await self._noted.wait()
+            self._noted.clear()
+            await self._record_incoming()
+            self._wake.set()
+
+    async def _send(self) -> None:
         while True:
             for delivery in await asyncio.to_thread(self.outbox.due):
                 await self._attempt(delivery)
-            self._wake.clear()  # before reading the next due time: an enqueue after this sets it again
+            self._wake.clear()  # before reading the next due time: a write after this sets it again
             wait = await asyncio.to_thread(self.outbox.next_due_in)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), IDLE_POLL if wait is None else min(wait, IDLE_POLL))

@@ -4,7 +4,8 @@ A member system can be down for hours; the hub can restart meanwhile. So a deliv
 state file (the journal's SQLite file, its own table), written when the report is final, and removed
 from the due set only by an answer: delivered (AA/CA), rejected (AR/CR) or failed (retries exhausted,
 AE or no connection each time). `OruDelivery` is the worker; this module only stores.
-Blocking calls: the worker runs its queries in a thread; `enqueue` (no fsync) is cheap enough inline.
+Blocking calls (an enqueue waits for its fsync and for the journal's write lock): the worker runs them
+in a thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import datetime as dt
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +65,7 @@ class Outbox:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: an enqueue runs inline in the after-commit event path, so it must cost microseconds,
-        # not an fsync. A row then survives a crash of the process (the WAL is in the OS cache) but not
-        # a power cut until the next sync of the file, which the journal's own commits (FULL) provide.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
 
@@ -74,16 +73,27 @@ class Outbox:
         with self._lock:
             self._db.close()
 
-    def enqueue(self, report: str, version: str) -> bool:
-        """Record that `report` at `version` must be delivered; False if it already was recorded."""
-        now = dt.datetime.now(dt.UTC).isoformat()
+    def enqueue(self, deliveries: Sequence[tuple[str, str]]) -> int:
+        """Record (report, version) pairs that must be delivered, in one durable commit; returns how
+        many were new (a version already recorded is not queued twice)."""
+        now, due = dt.datetime.now(dt.UTC).isoformat(), time.time()
+        added = 0
         with self._lock:
-            row = self._db.execute(
-                "INSERT INTO outbound (report, version, status, due_at, created_at)"
-                " VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (report, version) DO NOTHING RETURNING id",
-                (report, version, time.time(), now),
-            ).fetchone()
-        return row is not None
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for report, version in deliveries:
+                    row = self._db.execute(
+                        "INSERT INTO outbound (report, version, status, due_at, created_at)"
+                        " VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (report, version) DO NOTHING"
+                        " RETURNING id",
+                        (report, version, due, now),
+                    ).fetchone()
+                    added += row is not None
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return added
 
     def due(self, now: float | None = None, limit: int = 50) -> list[Delivery]:
         with self._lock:

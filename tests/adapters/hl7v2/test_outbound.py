@@ -158,11 +158,12 @@ async def test_pending_delivery_survives_a_restart(
     first = OruDelivery(settings, hl7_hub.sink, backoff=0.05, timeout=2)
     first.start()
     await first.on_change(Change("DiagnosticReport", report))
-    for _ in range(200):
-        [row] = first.outbox.rows()
-        if row.attempts >= 1:
+    for _ in range(200):  # until the outbox holds it and one attempt failed
+        rows = first.outbox.rows()
+        if rows and rows[0].attempts >= 1:
             break
         await asyncio.sleep(0.02)
+    [row] = rows
     await first.close()  # the hub stops with the delivery still pending
     assert row.status == "pending" and row.last_error
 
@@ -211,3 +212,16 @@ async def test_outbound_command_lists_and_requeues_a_failed_delivery(
     await server.wait_closed()
     assert (done.status, done.attempts) == ("delivered", 1)
     assert len(his.received) == 1
+
+
+async def test_notes_not_yet_written_are_kept_at_close(
+    mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
+) -> None:
+    report = await _report_for_other_member(mllp, fhir, 9)
+    delivery = OruDelivery(hl7_settings, hl7_hub.sink)  # not started: nothing writes the note yet
+    await delivery.on_change(Change("DiagnosticReport", report))
+    await delivery.close()
+    again = OruDelivery(hl7_settings, hl7_hub.sink)
+    [row] = again.outbox.rows()
+    await again.close()
+    assert (row.report, row.status, row.attempts) == (f"DiagnosticReport/{report['id']}", "pending", 0)
