@@ -124,7 +124,10 @@ class Outbox:
         """An attempt's result: a final state, or `pending` again after `retry_in` seconds."""
         if status not in (*FINAL_STATES, "pending"):
             raise ValueError(f"unknown outbound status {status!r}")
+        # Without fsync: losing this update in a power cut only means one more attempt (at least once);
+        # the row itself was made durable by `enqueue`.
         with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(
                 "UPDATE outbound SET status = ?, attempts = attempts + 1, due_at = ?, target = ?,"
                 " last_error = ?, updated_at = ? WHERE id = ?",
@@ -137,6 +140,7 @@ class Outbox:
                     delivery_id,
                 ),
             )
+            self._db.execute("PRAGMA synchronous=FULL")
 
     def rows(self, status: str | None = None, limit: int = 1_000_000) -> list[DeliveryRow]:
         sql = "SELECT id, report, version, status, attempts, target, last_error FROM outbound"
