@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -39,7 +40,8 @@ JsonObject = dict[str, Any]
 FINAL = {"final", "amended", "corrected", "appended"}
 _STATUS_0123 = {"final": "F", "amended": "C", "corrected": "C", "appended": "C"}
 _STATUS_0085 = {"final": "F", "amended": "C", "corrected": "C", "preliminary": "P", "cancelled": "X"}
-IDLE_POLL = 30.0  # seconds between outbox checks when nothing wakes the worker
+IDLE_POLL = 30.0  # seconds between outbox checks when nothing wakes the sender
+RETRY_AFTER_ERROR = 1.0  # seconds before the recorder or sender tries the outbox again after an error
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,8 @@ class OruDelivery:
         self.outbox = Outbox(settings.resolved_journal_path())
         self._wake = asyncio.Event()  # the sender: something may be due
         self._noted = asyncio.Event()  # the recorder: notes to write
-        self._incoming: list[
-            tuple[str, str]
-        ] = []  # noted by on_change, written to the outbox by the recorder
+        # (report, version) noted by on_change, not yet written to the outbox by the recorder
+        self._incoming: list[tuple[str, str]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._counter = 0
 
@@ -89,7 +90,7 @@ class OruDelivery:
         """Event-bus handler: note a final DiagnosticReport for the outbox and return at once.
 
         It runs inside the write path (after the commit, before the caller gets its answer), so it must
-        not wait for a disk: the worker writes what was noted in batches, one fsync each."""
+        not wait for a disk: the recorder writes what was noted in batches, one fsync each."""
         resource = getattr(change, "resource", None)
         if getattr(change, "resource_type", "") != "DiagnosticReport" or not resource:
             return
@@ -121,21 +122,35 @@ class OruDelivery:
     async def _record_incoming(self) -> None:
         if self._incoming:
             batch, self._incoming = self._incoming, []
-            await asyncio.to_thread(self.outbox.enqueue, batch)
+            try:
+                await asyncio.to_thread(self.outbox.enqueue, batch)
+            except sqlite3.Error:
+                self._incoming[:0] = batch  # kept in memory; the recorder tries again
+                raise
 
     async def _record(self) -> None:
         while True:
             await self._noted.wait()
             self._noted.clear()
-            await self._record_incoming()
+            try:
+                await self._record_incoming()
+            except sqlite3.Error as exc:  # disk full, file locked: retry, never lose the notes
+                log.error("outbound deliveries not recorded (%s); retrying", exc)
+                await asyncio.sleep(RETRY_AFTER_ERROR)
+                self._noted.set()
+                continue
             self._wake.set()
 
     async def _send(self) -> None:
         while True:
-            for delivery in await asyncio.to_thread(self.outbox.due):
-                await self._attempt(delivery)
-            self._wake.clear()  # before reading the next due time: a write after this sets it again
-            wait = await asyncio.to_thread(self.outbox.next_due_in)
+            try:
+                for delivery in await asyncio.to_thread(self.outbox.due):
+                    await self._attempt(delivery)
+                self._wake.clear()  # before reading the next due time: a write after this sets it again
+                wait = await asyncio.to_thread(self.outbox.next_due_in)
+            except sqlite3.Error as exc:
+                log.error("outbound queue unreadable (%s); retrying", exc)
+                wait = RETRY_AFTER_ERROR
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), IDLE_POLL if wait is None else min(wait, IDLE_POLL))
 
