@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 
 from adapters.hl7v2.client import send_all
 from adapters.hl7v2.listener import MllpService
@@ -225,3 +227,34 @@ async def test_notes_not_yet_written_are_kept_at_close(
     [row] = again.outbox.rows()
     await again.close()
     assert (row.report, row.status, row.attempts) == (f"DiagnosticReport/{report['id']}", "pending", 0)
+
+
+async def test_a_failed_outbox_write_is_retried_without_losing_the_note(
+    mllp: MllpService,
+    hl7_hub: Hub,
+    fhir: httpx.AsyncClient,
+    hl7_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = await _report_for_other_member(mllp, fhir, 9)
+    delivery = OruDelivery(hl7_settings, hl7_hub.sink)
+    real_enqueue = delivery.outbox.enqueue
+    calls: list[int] = []
+
+    def failing_once(batch: list[tuple[str, str]]) -> int:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database or disk is full")  # the boundary we cannot fill
+        return real_enqueue(batch)
+
+    monkeypatch.setattr(delivery.outbox, "enqueue", failing_once)
+    monkeypatch.setattr("adapters.hl7v2.outbound.RETRY_AFTER_ERROR", 0.01)
+    delivery.start()
+    await delivery.on_change(Change("DiagnosticReport", report))
+    for _ in range(200):
+        if delivery.outbox.rows():
+            break
+        await asyncio.sleep(0.02)
+    [row] = delivery.outbox.rows()
+    await delivery.close()
+    assert calls == [1, 1] and row.report == f"DiagnosticReport/{report['id']}"
