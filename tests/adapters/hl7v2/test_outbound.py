@@ -93,6 +93,13 @@ async def _report_for_other_member(
     return report
 
 
+def _closed_port() -> int:
+    """A local port nobody listens on (yet): connecting to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 async def test_final_report_for_another_members_order_is_delivered_with_retry(
     mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
 ) -> None:
@@ -151,9 +158,7 @@ async def test_report_for_own_order_or_without_endpoint_is_not_sent(
 async def test_pending_delivery_survives_a_restart(
     mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
 ) -> None:
-    with socket.socket() as probe:  # a port nobody listens on yet: the member's HIS is down
-        probe.bind(("127.0.0.1", 0))
-        his_port = probe.getsockname()[1]
+    his_port = _closed_port()  # the member's HIS is down
     report = await _report_for_other_member(mllp, fhir, his_port)
     settings = hl7_settings.model_copy(update={"hl7_outbound_retries": 1000})
 
@@ -185,9 +190,7 @@ async def test_pending_delivery_survives_a_restart(
 async def test_outbound_command_lists_and_requeues_a_failed_delivery(
     mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
 ) -> None:
-    with socket.socket() as probe:  # the member's HIS is down for the whole retry budget
-        probe.bind(("127.0.0.1", 0))
-        his_port = probe.getsockname()[1]
+    his_port = _closed_port()  # the member's HIS is down for the whole retry budget
     report = await _report_for_other_member(mllp, fhir, his_port)
     settings = hl7_settings.model_copy(update={"hl7_outbound_retries": 2})
     delivery = OruDelivery(settings, hl7_hub.sink, backoff=0.01, timeout=2)
