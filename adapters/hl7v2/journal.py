@@ -13,11 +13,12 @@ Blocking calls: the pipeline runs them in a worker thread; one Journal is used b
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from adapters.hl7v2.statefile import open_state_file, write_transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS message (
@@ -89,13 +90,9 @@ _COLUMNS = (
 
 class Journal:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = open_state_file(path, _SCHEMA)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -105,40 +102,33 @@ class Journal:
         """Insert messages in one transaction (one fsync). Re-sends are not inserted: their original is
         returned instead. Returns once the commit is durable."""
         out: list[Appended] = []
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                for e in entries:
-                    row = cur.execute(
-                        "INSERT INTO message (received_at, peer, sending_facility, control_id, message_type,"
-                        " status, raw) VALUES (?, ?, ?, ?, ?, 'received', ?)"
-                        " ON CONFLICT (sending_facility, control_id) DO NOTHING RETURNING id",
-                        (e.received_at.isoformat(), e.peer, e.sending_facility, e.control_id or None,
-                         e.message_type, e.raw),
-                    ).fetchone()  # fmt: skip
-                    if row is not None:
-                        out.append(Appended(int(row[0])))
-                        continue
-                    original = cur.execute(
-                        f"SELECT {_COLUMNS} FROM message WHERE sending_facility = ? AND control_id = ?",
-                        (e.sending_facility, e.control_id),
-                    ).fetchone()
-                    entry = _entry(original)
-                    if entry.status in ("error", "rejected"):
-                        # Never applied: a corrected re-send with the same MSH-10 is processed again.
-                        cur.execute(
-                            "UPDATE message SET raw = ?, peer = ?, received_at = ?, status = 'received'"
-                            " WHERE id = ?",
-                            (e.raw, e.peer, e.received_at.isoformat(), entry.id),
-                        )
-                        out.append(Appended(entry.id))
-                        continue
-                    out.append(Appended(entry.id, entry))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self._lock, write_transaction(self._db) as cur:
+            for e in entries:
+                row = cur.execute(
+                    "INSERT INTO message (received_at, peer, sending_facility, control_id, message_type,"
+                    " status, raw) VALUES (?, ?, ?, ?, ?, 'received', ?)"
+                    " ON CONFLICT (sending_facility, control_id) DO NOTHING RETURNING id",
+                    (e.received_at.isoformat(), e.peer, e.sending_facility, e.control_id or None,
+                     e.message_type, e.raw),
+                ).fetchone()  # fmt: skip
+                if row is not None:
+                    out.append(Appended(int(row[0])))
+                    continue
+                original = cur.execute(
+                    f"SELECT {_COLUMNS} FROM message WHERE sending_facility = ? AND control_id = ?",
+                    (e.sending_facility, e.control_id),
+                ).fetchone()
+                entry = _entry(original)
+                if entry.status in ("error", "rejected"):
+                    # Never applied: a corrected re-send with the same MSH-10 is processed again.
+                    cur.execute(
+                        "UPDATE message SET raw = ?, peer = ?, received_at = ?, status = 'received'"
+                        " WHERE id = ?",
+                        (e.raw, e.peer, e.received_at.isoformat(), entry.id),
+                    )
+                    out.append(Appended(entry.id))
+                    continue
+                out.append(Appended(entry.id, entry))
         return out
 
     def finish(self, outcomes: Iterable[Outcome]) -> None:
@@ -149,22 +139,12 @@ class Journal:
         and only marked, a failed one fails again the same way. Saving this fsync halves the per-round
         disk waits (~5 ms each on this machine)."""
         now = dt.datetime.now(dt.UTC).isoformat()
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.executemany(
-                    "UPDATE message SET status = ?, error = ?, ack = ?, attempts = attempts + 1,"
-                    " updated_at = ? WHERE id = ?",
-                    [(o.status, o.error, o.ack, now, o.id) for o in outcomes],
-                )
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            finally:
-                cur.execute("PRAGMA synchronous=FULL")
+        with self._lock, write_transaction(self._db, durable=False) as cur:
+            cur.executemany(
+                "UPDATE message SET status = ?, error = ?, ack = ?, attempts = attempts + 1,"
+                " updated_at = ? WHERE id = ?",
+                [(o.status, o.error, o.ack, now, o.id) for o in outcomes],
+            )
 
     def get(self, entry_id: int) -> Entry | None:
         with self._lock:

@@ -11,12 +11,13 @@ in a thread, never on the event loop.
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from adapters.hl7v2.statefile import open_state_file, write_transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbound (
@@ -48,7 +49,7 @@ class Delivery:
 
 @dataclass(frozen=True)
 class DeliveryRow:
-    """One row as `yilian hl7 journal`-style listings and tests see it."""
+    """One row as `yilian hl7 outbound` lists it."""
 
     id: int
     report: str
@@ -61,13 +62,8 @@ class DeliveryRow:
 
 class Outbox:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = open_state_file(path, _SCHEMA)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -78,21 +74,15 @@ class Outbox:
         many were new (a version already recorded is not queued twice)."""
         now, due = dt.datetime.now(dt.UTC).isoformat(), time.time()
         added = 0
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for report, version in deliveries:
-                    row = self._db.execute(
-                        "INSERT INTO outbound (report, version, status, due_at, created_at)"
-                        " VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (report, version) DO NOTHING"
-                        " RETURNING id",
-                        (report, version, due, now),
-                    ).fetchone()
-                    added += row is not None
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, write_transaction(self._db) as cur:
+            for report, version in deliveries:
+                row = cur.execute(
+                    "INSERT INTO outbound (report, version, status, due_at, created_at)"
+                    " VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (report, version) DO NOTHING"
+                    " RETURNING id",
+                    (report, version, due, now),
+                ).fetchone()
+                added += row is not None
         return added
 
     def due(self, now: float | None = None, limit: int = 50) -> list[Delivery]:
@@ -126,9 +116,8 @@ class Outbox:
             raise ValueError(f"unknown outbound status {status!r}")
         # Without fsync: losing this update in a power cut only means one more attempt (at least once);
         # the row itself was made durable by `enqueue`.
-        with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
+        with self._lock, write_transaction(self._db, durable=False) as cur:
+            cur.execute(
                 "UPDATE outbound SET status = ?, attempts = attempts + 1, due_at = ?, target = ?,"
                 " last_error = ?, updated_at = ? WHERE id = ?",
                 (
@@ -140,7 +129,6 @@ class Outbox:
                     delivery_id,
                 ),
             )
-            self._db.execute("PRAGMA synchronous=FULL")
 
     def rows(self, status: str | None = None, limit: int = 1_000_000) -> list[DeliveryRow]:
         sql = "SELECT id, report, version, status, attempts, target, last_error FROM outbound"
