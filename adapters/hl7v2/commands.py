@@ -14,6 +14,7 @@ from pathlib import Path
 from adapters.base import HttpSink
 from adapters.hl7v2.client import MllpClientError, send_all
 from adapters.hl7v2.journal import STATUSES, Journal
+from adapters.hl7v2.outbound import IDLE_POLL
 from adapters.hl7v2.outbox import FINAL_STATES, Outbox
 from adapters.hl7v2.parse import ParseError, is_batch, split_batch
 from adapters.hl7v2.pipeline import Pipeline
@@ -78,7 +79,7 @@ def _outbound(args: argparse.Namespace) -> int:
             if not outbox.requeue(args.retry):
                 print(f"delivery {args.retry} is unknown or still pending", file=sys.stderr)
                 return 1
-            print(f"delivery {args.retry} is due again; the running hub sends it within 30 s")
+            print(f"delivery {args.retry} is due again; the running hub sends it within {IDLE_POLL:.0f} s")
             return 0
         print(f"{'id':>6}  {'report':<54} {'version':>7} {'status':<9} {'tries':>5}  target / last error")
         for row in outbox.rows(args.status, args.limit):

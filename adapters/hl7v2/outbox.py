@@ -85,12 +85,12 @@ class Outbox:
                 added += row is not None
         return added
 
-    def due(self, now: float | None = None, limit: int = 50) -> list[Delivery]:
+    def due(self, limit: int = 50) -> list[Delivery]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, report, version, attempts FROM outbound"
                 " WHERE status = 'pending' AND due_at <= ? ORDER BY due_at, id LIMIT ?",
-                (time.time() if now is None else now, limit),
+                (time.time(), limit),
             ).fetchall()
         return [Delivery(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
 
