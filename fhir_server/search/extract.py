@@ -255,12 +255,13 @@ def quantity_values(node: Node) -> list[tuple[str, str, float, float]]:
 def _add_composite(entries: IndexEntries, cp: CompiledParam, nodes: list[Node]) -> None:
     (first, first_extract), (second, second_extract) = cp.components
     for node in nodes:
-        heads = [tv for n in first_extract(node) for tv in token_values(n)]
-        if not heads:
-            continue
+        # the second component first: for code-value-[x] pairs only one value type is ever present
         tails: list[tuple[str, float, float]] = []
         for n in second_extract(node):
             tails.extend(composite_tail(second.type, n))
+        if not tails:
+            continue
+        heads = [tv for n in first_extract(node) for tv in token_values(n)]
         for system, code, _text in heads:
             for key, low, high in tails:
                 entries.composites.append((cp.pid, system, code, key, low, high))

@@ -12,6 +12,7 @@ import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from fhir_server.errors import Unprocessable
@@ -29,8 +30,12 @@ RESOURCE_TABLE_PARAMS = frozenset({"_id", "_lastUpdated"})
 UNINDEXED_PARAMS = frozenset({"_text", "_content", "_query", "_list", "_has", "_type", "near"})
 
 
+@cache
 def param_id(resource_type: str, code: str) -> int:
-    """Stable id of parameter `code` on `resource_type` (31-bit CRC: small, fast integer keys)."""
+    """Stable id of parameter `code` on `resource_type` (31-bit CRC: small, fast integer keys).
+
+    Cached: extraction asks for the derived ids (`:of-type`, `:identifier`, canonical quantities) per
+    indexed value, and the set of (type, code) pairs is bounded by the registry."""
     return zlib.crc32(f"{resource_type}.{code}".encode()) & 0x7FFFFFFF
 
 

@@ -8,6 +8,7 @@ Unix epoch (UTC; values without a zone are read as UTC), so SQLite compares plai
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 from decimal import Decimal, InvalidOperation
 
 from fhir_server.search.dates import date_range
@@ -22,6 +23,13 @@ def normalize_string(text: str) -> str:
     """Case fold and strip accents; NFKC first so full-width forms (ＡＢＣ, １２３) match what users type."""
     if text.isascii():
         return text.lower()
+    return _fold_unicode(text)
+
+
+@lru_cache(maxsize=16384)
+def _fold_unicode(text: str) -> str:
+    """Cached: Chinese text repeats across writes (cities, provinces, code displays) and two Unicode
+    normalisations of it cost more than the rest of indexing one value."""
     folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
     return "".join(ch for ch in folded if not unicodedata.combining(ch))
 
