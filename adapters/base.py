@@ -30,8 +30,15 @@ JsonObject = dict[str, Any]
 class Sink(Protocol):
     """Where adapter output goes: the same FHIR interactions an HTTP client would use."""
 
-    async def submit(self, bundle: JsonObject) -> JsonObject:
-        """Apply a `transaction` or `batch` Bundle and return the response Bundle."""
+    async def submit(self, bundle: JsonObject, *, durable: bool = True) -> JsonObject:
+        """Apply a `transaction` or `batch` Bundle and return the response Bundle.
+
+        `durable=False` may return before the result is on disk: for an adapter that journals its input
+        durably itself and calls `sync()` before it marks that input done (HL7 v2)."""
+        ...
+
+    async def sync(self) -> None:
+        """Make every submit so far durable."""
         ...
 
     async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
@@ -90,12 +97,16 @@ class HttpSink:
         except httpx.HTTPError as exc:
             raise StorageError(f"FHIR server at {self._base} unreachable: {exc}") from exc
 
-    async def submit(self, bundle: JsonObject) -> JsonObject:
+    async def submit(self, bundle: JsonObject, *, durable: bool = True) -> JsonObject:
+        """A remote server's answer is durable as it defines it: `durable` cannot ask for less."""
         resp = await self._send("POST", self._base, json=bundle)
         if resp.status_code >= 400:
             raise error_from_outcome(resp.status_code, _json_or_none(resp))
         result: JsonObject = resp.json()
         return result
+
+    async def sync(self) -> None:
+        """Nothing to do: every answered submit is as durable as the remote server makes it."""
 
     async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
         resp = await self._send("GET", f"{self._base}/{resource_type}", params=params)

@@ -34,8 +34,11 @@ from fhir_server.settings import Settings  # noqa: E402
 class NullSink:
     """Accepts every transaction without storing it: measures the adapter's own ceiling."""
 
-    async def submit(self, bundle: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, bundle: dict[str, Any], *, durable: bool = True) -> dict[str, Any]:
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": []}
+
+    async def sync(self) -> None:
+        pass
 
     async def search(self, resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
         return {"resourceType": "Bundle", "type": "searchset", "entry": []}

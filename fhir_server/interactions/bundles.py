@@ -331,13 +331,19 @@ def _response_entry(entry: Entry, response: JsonObject, return_resources: bool) 
 
 
 async def transaction(
-    service: FhirService, bundle: JsonObject, *, base_url: str, return_resources: bool = False
+    service: FhirService,
+    bundle: JsonObject,
+    *,
+    base_url: str,
+    return_resources: bool = False,
+    durable: bool = True,
 ) -> JsonObject:
+    """`durable=False`: see `ResourceStore.write` (only for a caller with its own durable journal)."""
     entries = _entries(service, bundle, base_url)
     ordered = sorted(entries, key=lambda e: _ORDER[e.method])
     changes: list[ResourceChanged] = []
     responses: dict[int, JsonObject] = {}
-    async with service.store.write() as tx:
+    async with service.store.write(durable=durable) as tx:
         resolver = _Resolver(service, tx)
         await _assign_targets(service, tx, ordered, resolver)
         await _rewrite_all(ordered, resolver, base_url)

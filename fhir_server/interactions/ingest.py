@@ -23,16 +23,21 @@ class InProcessSink:
         self._service = service
         self._base_url = base_url.rstrip("/")
 
-    async def submit(self, bundle: JsonObject) -> JsonObject:
+    async def submit(self, bundle: JsonObject, *, durable: bool = True) -> JsonObject:
         # The interactions consume the Bundle (references are rewritten in place); an adapter may
         # resubmit its Bundle after a failure, so it gets a private copy (orjson: ~10x deepcopy).
         bundle = orjson.loads(orjson.dumps(bundle))
         kind = bundle.get("type")
         if kind == "transaction":
-            return await transaction(self._service, bundle, base_url=self._base_url, return_resources=True)
+            return await transaction(
+                self._service, bundle, base_url=self._base_url, return_resources=True, durable=durable
+            )
         if kind == "batch":
             return await batch(self._service, bundle, base_url=self._base_url, return_resources=True)
         raise BadRequest(f"Sink.submit needs a batch or transaction Bundle, not {kind!r}")
+
+    async def sync(self) -> None:
+        await self._service.store.sync()
 
     async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
         return await search_bundle(

@@ -8,8 +8,8 @@ Unix epoch (UTC; values without a zone are read as UTC), so SQLite compares plai
 from __future__ import annotations
 
 import unicodedata
-from functools import lru_cache
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from fhir_server.search.dates import date_range
 

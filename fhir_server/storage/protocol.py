@@ -107,4 +107,14 @@ class ResourceStore(Protocol):
 
     async def search(self, query: SearchQuery) -> SearchPage: ...
 
-    def write(self) -> AbstractAsyncContextManager[WriteTransaction]: ...
+    def write(self, *, durable: bool = True) -> AbstractAsyncContextManager[WriteTransaction]:
+        """A serialised write section; returns once it is committed.
+
+        `durable=False` lets the commit return before it is on disk (it survives a process crash, not a
+        power cut) for a caller that keeps its own durable record of the input and calls `sync()`
+        before it forgets that record: the HL7 journal. Everyone else writes durably."""
+        ...
+
+    async def sync(self) -> None:
+        """Make every commit so far durable (no-op where every commit already is)."""
+        ...

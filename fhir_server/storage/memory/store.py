@@ -121,8 +121,11 @@ class MemoryStore:
         live = [(v, self._state.index.get(k)) for k, v in self._state.current.items() if not v.deleted]
         return memory_search.execute_search(live, query)
 
+    async def sync(self) -> None:
+        """Nothing to make durable: this store lives and dies with the process."""
+
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[MemoryWriteTransaction]:
+    async def write(self, *, durable: bool = True) -> AsyncIterator[MemoryWriteTransaction]:
         async with self._lock:
             tx = MemoryWriteTransaction(self._state, len(self._state.versions) + 1)
             yield tx

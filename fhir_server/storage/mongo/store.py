@@ -350,9 +350,14 @@ class MongoStore:
         )
         return int(doc["value"])
 
+    async def sync(self) -> None:
+        """Every commit is as durable as the client's write concern (`j`, `w` in the URI) makes it."""
+
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[MongoWriteTransaction]:
-        """One serialised, atomic write section (see the module docstring for how and its limits)."""
+    async def write(self, *, durable: bool = True) -> AsyncIterator[MongoWriteTransaction]:
+        """One serialised, atomic write section (see the module docstring for how and its limits).
+
+        `durable` is not used: durability is the deployment's write concern, the same for every write."""
         async with self._lock:
             if self._transactions:
                 async with self._transaction_section() as tx:

@@ -35,6 +35,9 @@ RESOURCE_DDL = [
     "CREATE INDEX IF NOT EXISTS version_type_lu ON version (type, last_updated_us)",
     "CREATE INDEX IF NOT EXISTS version_lu ON version (last_updated_us)",
     "CREATE INDEX IF NOT EXISTS resource_type_live ON resource (type, deleted, rid)",
+    # one row rewritten by `SqliteStore.sync()`: a durable commit needs something to commit
+    "CREATE TABLE IF NOT EXISTS sync_point"
+    " (id INTEGER PRIMARY KEY CHECK (id = 1), synced_us INTEGER NOT NULL)",
 ]
 
 

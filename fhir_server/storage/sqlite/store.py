@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from fhir_server.storage.sqlite.schema import schema_ddl
 from fhir_server.storage.timestamps import instant_to_us
 
 LOGGER = logging.getLogger(__name__)
+WAL_CHECKPOINT_PAGES = 4000
 T = TypeVar("T")
 
 _VERSION_COLUMNS = "v.type, v.id, v.version, v.last_updated, v.method, v.body, v.seq"
@@ -60,6 +62,7 @@ class _CommitGroup:
 
     members: list[asyncio.Future[None]]
     loop: asyncio.AbstractEventLoop
+    durable: bool = True
     sections: int = 0
     sections_failed: int = 0
 
@@ -203,12 +206,17 @@ class SqliteStore:
         self._group: _CommitGroup | None = None
         self._max_group = max_group
         self._orphans: set[asyncio.Task[None]] = set()
+        self._synchronous = "FULL"  # the writer connection's current PRAGMA synchronous
+        self._unsynced = False  # a commit made with synchronous=NORMAL is not yet covered by an fsync
 
     async def open(self) -> None:
         if isinstance(self._path, Path) and str(self._path) != ":memory:":
             self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._writer = _connect(self._path)
+            # Checkpoint every 4,000 pages (16 MB of WAL) instead of SQLite's 1,000: the checkpoint runs
+            # inside a COMMIT, under the write lock. Measured on HL7 ingest: ~6% more messages/s.
+            self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             for ddl in schema_ddl():
                 self._writer.execute(ddl)
             self._reader = _connect(self._path)
@@ -269,8 +277,22 @@ class SqliteStore:
             raise StorageError("SQLite store is not open")
         return self._readers
 
+    async def sync(self) -> None:
+        """Make every commit so far durable: one small durable commit.
+
+        Why that suffices: the WAL is one file written in commit order, and a synchronous=FULL commit
+        fsyncs that file after appending its frames, so the earlier (NORMAL) commits' frames are on disk
+        with it. A checkpoint in between has already fsynced them into the database file."""
+        if not self._unsynced:
+            return
+        async with self.write(durable=True):
+            assert self._writer is not None
+            self._writer.execute(
+                "INSERT OR REPLACE INTO sync_point (id, synced_us) VALUES (1, ?)", (time.time_ns() // 1000,)
+            )
+
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[SqliteWriteTransaction]:
+    async def write(self, *, durable: bool = True) -> AsyncIterator[SqliteWriteTransaction]:
         """One serialised write section, committed by group commit.
 
         Sections run one at a time under the lock, each inside a SAVEPOINT of a shared outer
@@ -278,6 +300,10 @@ class SqliteStore:
         (the fsync) runs in a worker thread while the lock is held, so the event loop keeps serving
         and requests arriving meanwhile form the next group. Every caller returns only after the
         COMMIT that made its section durable: one fsync is shared by many writes, none is answered early.
+
+        A group is durable (synchronous=FULL) or not (NORMAL: no fsync), fixed at BEGIN because SQLite
+        refuses to change the level inside a transaction. A non-durable section joins any group; a durable
+        one never joins a non-durable group: that group is committed first and a durable one begun.
         """
         conn = self._writer
         if conn is None:
@@ -285,7 +311,9 @@ class SqliteStore:
         self._pending += 1
         try:
             async with self._write_lock:
-                group = self._open_group(conn)
+                if durable and self._group is not None and not self._group.durable:
+                    await self._commit(conn, self._group)
+                group = self._open_group(conn, durable)
                 done = group.join()
                 conn.execute("SAVEPOINT section")
                 try:
@@ -308,13 +336,17 @@ class SqliteStore:
                 task.add_done_callback(self._orphans.discard)
         await done
 
-    def _open_group(self, conn: sqlite3.Connection) -> _CommitGroup:
+    def _open_group(self, conn: sqlite3.Connection, durable: bool) -> _CommitGroup:
         if self._group is None:
+            level = "FULL" if durable else "NORMAL"
             try:
+                if level != self._synchronous:
+                    conn.execute(f"PRAGMA synchronous={level}")
+                    self._synchronous = level
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot start a write transaction: {exc}") from exc
-            self._group = _CommitGroup([], asyncio.get_running_loop())
+            self._group = _CommitGroup([], asyncio.get_running_loop(), durable)
         return self._group
 
     async def _maybe_commit(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
@@ -346,10 +378,10 @@ class SqliteStore:
         if cancelled:
             raise asyncio.CancelledError
 
-    @staticmethod
-    def _commit_sync(conn: sqlite3.Connection, group: _CommitGroup) -> None:
+    def _commit_sync(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
         try:
             conn.execute("COMMIT")
+            self._unsynced = not group.durable  # commits are serialised: no other thread writes it
         except sqlite3.Error as exc:
             try:
                 conn.execute("ROLLBACK")

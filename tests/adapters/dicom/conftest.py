@@ -40,9 +40,12 @@ class RecordingSink:
         self.bundles: list[JsonObject] = []
         self.resources = resources or []
 
-    async def submit(self, bundle: JsonObject) -> JsonObject:
+    async def submit(self, bundle: JsonObject, *, durable: bool = True) -> JsonObject:
         self.bundles.append(bundle)
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": []}
+
+    async def sync(self) -> None:
+        pass
 
     async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
         hits = [r for r in self.resources if r.get("resourceType") == resource_type]

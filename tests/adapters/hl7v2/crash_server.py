@@ -21,9 +21,12 @@ class StallingSink:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
-    async def submit(self, bundle: dict[str, Any]) -> dict[str, Any]:
+    async def submit(self, bundle: dict[str, Any], *, durable: bool = True) -> dict[str, Any]:
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
+
+    async def sync(self) -> None:
+        pass
 
     async def search(self, resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
         return await self.inner.search(resource_type, params)  # type: ignore[no-any-return]

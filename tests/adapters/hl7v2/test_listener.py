@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 import httpx
@@ -91,6 +92,7 @@ async def test_adt_orm_oru_ref_with_chinese_text_end_to_end(
     prov = (await fhir.get(f"/fhir/Provenance/{provenance_id('FYXRMYY', 'ORU0001')}")).json()
     assert {"reference": f"DiagnosticReport/{report['id']}"} in prov["target"]
     assert prov["entity"][0]["what"]["identifier"]["value"] == "ORU0001"
+    await mllp.pipeline.sync_outcomes()  # applied outcomes wait for the store's fsync
     assert mllp.journal.counts() == {"applied": len(names)}
 
 
@@ -101,7 +103,28 @@ async def test_resent_message_answered_with_original_ack_and_applied_once(
     assert first == again
     [patient] = await search(fhir, "Patient", identifier="urn:yilian:member:FYXWSY:patient-id|MRN10001")
     assert patient["meta"]["versionId"] == "1"
+    await mllp.pipeline.sync_outcomes()  # applied outcomes wait for the store's fsync
     assert mllp.journal.counts() == {"applied": 1}
+
+
+async def test_applied_outcome_is_journaled_only_after_the_store_sync(
+    mllp: MllpService, fhir: httpx.AsyncClient, hl7_settings: Any
+) -> None:
+    """A round's store commit is not fsynced; until the sync stage has made it durable the journal keeps
+    the message `received` (recovery would re-check it), and a re-send meanwhile gets the held ACK."""
+    mllp.pipeline.sync_interval = 3600.0  # hold the sync so the in-between state can be observed
+    [first] = await send(mllp, "adt_a04_utf8")
+    assert msa(first)[1] == "AA"
+    assert mllp.journal.counts() == {"received": 1}
+    assert await search(fhir, "Patient", identifier="urn:yilian:member:FYXWSY:patient-id|MRN10001")
+    [again] = await send(mllp, "adt_a04_utf8")
+    assert again == first
+    await mllp.pipeline.sync_outcomes()
+    assert mllp.journal.counts() == {"applied": 1}
+    [entry] = mllp.journal.entries()
+    assert entry.ack == first
+    with sqlite3.connect(hl7_settings.db) as conn:  # the store's sync committed durably once
+        assert conn.execute("SELECT count(*) FROM sync_point").fetchone()[0] == 1
 
 
 async def test_errors_ae_ar_with_err_segments_journaled(mllp: MllpService, fhir: httpx.AsyncClient) -> None:
@@ -126,6 +149,7 @@ async def test_corrected_resend_of_failed_message_is_processed(mllp: MllpService
     fixed = sample("adt_a04_bad_resident_id").replace(b"330102198005121234", b"330102198005121233")
     [good] = await send_all("127.0.0.1", mllp.port, [fixed])
     assert msa(good)[1] == "AA"
+    await mllp.pipeline.sync_outcomes()  # applied outcomes wait for the store's fsync
     assert mllp.journal.counts() == {"applied": 1}
 
 
@@ -171,6 +195,7 @@ async def test_bad_peers_do_not_disturb_others(mllp: MllpService, hl7_settings: 
     [ok] = await good.send(sample("oru_r01"))
     assert msa(ok)[1] == "AA"
     await good.close()
+    await mllp.pipeline.sync_outcomes()
     counts = mllp.journal.counts()
     assert counts == {"applied": 2, "rejected": 1}
 
@@ -193,6 +218,7 @@ async def test_many_messages_on_one_connection_and_many_connections(
     for c, acks in enumerate(results):
         assert [msa(a)[2] for a in acks] == [f"K{c}-{i}" for i in range(60)]  # in order, per connection
         assert all(msa(a)[1] == "AA" for a in acks)
+    await mllp.pipeline.sync_outcomes()  # applied outcomes wait for the store's fsync
     assert mllp.journal.counts() == {"applied": 300}
     assert len(await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|P4x59")) == 1
 
