@@ -116,6 +116,7 @@ async def main() -> None:
                     f"p50 {q[49] * 1000:.1f} ms, "
                     f"p90 {q[89] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms"
                 )
+                await service.pipeline.sync_outcomes()  # applied outcomes are journaled after a store sync
                 counts = service.journal.counts()
                 print(f"journal: {counts}")
                 if profiler:
