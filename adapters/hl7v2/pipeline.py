@@ -204,8 +204,8 @@ class Pipeline:
         except Exception:  # noqa: BLE001 - kept in memory and retried; recovery covers a crash meanwhile
             log.exception("HL7 store sync failed; %d outcome(s) kept for the next attempt", len(outcomes))
             return
-        for outcome in outcomes:
-            del self._unsynced[outcome.id]
+        for outcome in outcomes:  # a sync called meanwhile (close, a test) may have journaled some already
+            self._unsynced.pop(outcome.id, None)
         if not self._unsynced:
             self._has_unsynced.clear()
 
