@@ -33,6 +33,9 @@ class Sink(Protocol):
     async def submit(self, bundle: JsonObject, *, durable: bool = True) -> JsonObject:
         """Apply a `transaction` or `batch` Bundle and return the response Bundle.
 
+        The Bundle is the Sink's from then on: the in-process Sink rewrites its references in place, so
+        a caller that may submit it again keeps a copy or builds it again.
+
         `durable=False` may return before the result is on disk: for an adapter that journals its input
         durably itself and calls `sync()` before it marks that input done (HL7 v2)."""
         ...

@@ -72,6 +72,7 @@ class _Work:
     raw: bytes
     header: acks.Header
     message: Message | None = None
+    context: Context | None = None
     translation: Translation | None = None
     outcome: Outcome | None = None
     errors: list[acks.ErrorDetail] = field(default_factory=list)
@@ -296,8 +297,8 @@ class Pipeline:
                     work, "AR", [acks.ErrorDetail("101", "message control id is empty", "MSH-10")]
                 )
             translator = self.router.resolve(msg.message_type, msg.trigger)
-            ctx = Context(entry_received_at(entry), self.tz, self.settings.hl7_member_levels)
-            work.translation = translator(msg, ctx)
+            work.context = Context(entry_received_at(entry), self.tz, self.settings.hl7_member_levels)
+            work.translation = translator(msg, work.context)
         except ParseError as exc:
             work.header = acks.Header.from_raw(entry.raw)
             return self._fail(
@@ -314,11 +315,7 @@ class Pipeline:
         return work
 
     async def _apply(self, works: list[_Work], durable: bool) -> None:
-        try:
-            await carry_over(self.sink, [w.translation for w in works if w.translation is not None])
-        except FhirError as exc:  # the read failed: nothing of this group can be applied safely
-            for w in works:
-                self._fail(w, "AE", [acks.ErrorDetail("207", f"reading current patients failed: {exc}")])
+        if not await self._carry_over(works):
             return
         if len(works) > 1:
             try:
@@ -329,6 +326,15 @@ class Pipeline:
                 return
             except FhirError:
                 log.info("merged transaction of %d messages failed; applying them one by one", len(works))
+            # The Sink consumed the Bundles (references rewritten in place); translation is pure, so
+            # translating again is the cheap way to get them back, rather than copying every round's.
+            for w in works:
+                assert w.message is not None and w.context is not None
+                w.translation = self.router.resolve(w.message.message_type, w.message.trigger)(
+                    w.message, w.context
+                )
+            if not await self._carry_over(works):
+                return
         for w in works:
             assert w.translation is not None
             try:
@@ -343,6 +349,16 @@ class Pipeline:
                     for i in exc.issues[:5]
                 ] or [acks.ErrorDetail("207", f"FHIR {exc.status}: {exc.message}")]
                 self._fail(w, "AE", details)
+
+    async def _carry_over(self, works: list[_Work]) -> bool:
+        """Keep hub-owned Patient elements (`hub_owned.py`); False when the read failed (all AE)."""
+        try:
+            await carry_over(self.sink, [w.translation for w in works if w.translation is not None])
+        except FhirError as exc:  # nothing of this group can be applied safely
+            for w in works:
+                self._fail(w, "AE", [acks.ErrorDetail("207", f"reading current patients failed: {exc}")])
+            return False
+        return True
 
     def _fail(self, work: _Work, code: str, errors: list[acks.ErrorDetail]) -> _Work:
         log.warning(

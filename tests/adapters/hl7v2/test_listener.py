@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from typing import Any
 
 import httpx
+import pytest
 
 from adapters.hl7v2.client import MllpClient, send_all
 from adapters.hl7v2.listener import MllpService
@@ -221,6 +223,42 @@ async def test_many_messages_on_one_connection_and_many_connections(
     await mllp.pipeline.sync_outcomes()  # applied outcomes wait for the store's fsync
     assert mllp.journal.counts() == {"applied": 300}
     assert len(await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|P4x59")) == 1
+
+
+async def test_one_failing_message_in_a_merged_round_fails_alone(
+    mllp: MllpService, fhir: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A burst is applied as one merged transaction. When that fails, every message is applied on its
+    own from a fresh translation, so only the bad one is answered AE and the others are stored whole:
+    each result's subject is the Patient created for it, not an id from the rolled-back attempt."""
+    caplog.set_level(logging.INFO, logger="adapters.hl7v2.pipeline")
+    for _ in range(2):  # two records with one identifier: a conditional update cannot choose (412)
+        created = await fhir.post("/fhir/Patient", json={"resourceType": "Patient", "identifier": [
+            {"system": "urn:yilian:member:XCWSS:patient-id", "value": "P-DUP"}]})  # fmt: skip
+        assert created.status_code == 201, created.text
+    oru = sample("oru_r01")
+    burst = [
+        oru.replace(b"ORU0001", f"R{i}".encode())
+        .replace(b"MRN10001", f"P-OK{i}".encode())
+        .replace(b"PO-0001", f"PO-{i}".encode())
+        .replace(b"LAB-7788", f"LAB-{i}".encode())
+        for i in range(4)
+    ]
+    burst.insert(2, sample("adt_a28_duplicate_record").replace(b"C0100", b"P-DUP"))
+    async with MllpClient("127.0.0.1", mllp.port, timeout=30) as client:
+        for message in burst:
+            client.send_nowait(message)
+        await client.drain()
+        answers = [await client.receive() for _ in burst]
+    assert [msa(a)[1] for a in answers] == ["AA", "AA", "AE", "AA", "AA"]
+    assert "applying them one by one" in caplog.text  # the burst did go in as one merged transaction
+    for i in range(4):
+        [report] = await search(
+            fhir, "DiagnosticReport", identifier=f"urn:yilian:member:FYXRMYY:filler-order|LAB-{i}"
+        )
+        subject = await fhir.get(f"/fhir/{report['subject']['reference']}")
+        assert subject.status_code == 200, (i, report["subject"])
+        assert subject.json()["identifier"][0]["value"] == f"P-OK{i}"
 
 
 async def test_per_patient_order_kept_within_a_burst(mllp: MllpService, fhir: httpx.AsyncClient) -> None:
