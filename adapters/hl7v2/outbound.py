@@ -214,12 +214,15 @@ class OruDelivery:
         order = await self._ref((report.get("basedOn") or [{}])[0].get("reference"))
         if order is None:
             return None
-        requester = await self._ref(order.get("requester", {}).get("reference"))
+        performers = {p.get("reference", "").split("/")[-1] for p in report.get("performer", [])}
+        requested_by = order.get("requester", {}).get("reference") or ""
+        if requested_by.startswith("Organization/") and requested_by.split("/")[-1] in performers:
+            return None  # the member resulted its own order (most reports): no need to read it
+        requester = await self._ref(requested_by)
         if requester is not None and requester["resourceType"] == "PractitionerRole":
             requester = await self._ref(requester.get("organization", {}).get("reference"))
         if requester is None or requester["resourceType"] != "Organization":
             return None
-        performers = {p.get("reference", "").split("/")[-1] for p in report.get("performer", [])}
         if requester["id"] in performers:
             return None  # the member resulted its own order
         facility = next(

@@ -55,6 +55,8 @@ class _Skip(Exception):
 
 def split_escaped(text: str, sep: str) -> list[str]:
     """Split on `sep` not preceded by a backslash, then unescape `\\,` `\\|` `\\$` `\\\\`."""
+    if "\\" not in text:  # the usual case; the character scan below cost ~1.5% of HL7 ingest
+        return text.split(sep)
     parts: list[str] = []
     cur: list[str] = []
     i = 0
