@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.interactions.service import FhirService
+from fhir_server.model.ids import new_resource_id
 from fhir_server.storage.protocol import NewVersion
 
 LOGGER = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class AuditTrail:
         service = self._service
         async with service.store.write() as tx:
             for record in records:
-                rid = str(uuid.uuid4())
+                rid = new_resource_id()
                 instant = service.clock()
                 event = {
                     "resourceType": "AuditEvent",

@@ -6,7 +6,6 @@ If-Match, version numbering, validation and indexing are written once.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,6 +20,7 @@ from fhir_server.errors import (
 )
 from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.service import FhirService
+from fhir_server.model.ids import new_resource_id
 from fhir_server.model.references import is_valid_id
 from fhir_server.search.parse import parse_search
 from fhir_server.storage.protocol import NewVersion, StoredVersion, WriteTransaction
@@ -97,7 +97,7 @@ _MISSING = object()
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    return new_resource_id()
 
 
 def validate_or_raise(service: FhirService, resource: JsonObject) -> None:
