@@ -35,13 +35,18 @@ class StallingSink:
         return await self.inner.read(resource_type, resource_id)  # type: ignore[no-any-return]
 
 
-async def main(db: Path, journal: Path, port_file: Path) -> None:
+async def main(db: Path, journal: Path, port_file: Path, mode: str) -> None:
+    """`stall`: the store never answers (killed between journal and apply). `unsynced`: messages are
+    applied and acknowledged, but the sync that journals their outcomes never comes (killed in between)."""
     settings = Settings(db=db, hl7_journal=journal, mllp_port=0)
     async with open_hub(settings) as hub:
-        service = await start_mllp(settings, StallingSink(hub.sink), port=0)
+        sink = StallingSink(hub.sink) if mode == "stall" else hub.sink
+        service = await start_mllp(settings, sink, port=0)
+        if mode == "unsynced":
+            service.pipeline.sync_interval = 3600.0
         port_file.write_text(str(service.port))
         await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))
+    asyncio.run(main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]))

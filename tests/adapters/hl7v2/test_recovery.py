@@ -36,18 +36,24 @@ def journal_received(settings: Settings, raw: bytes) -> None:
     journal.close()
 
 
+async def crash_server(settings: Settings, port_file: Path, mode: str) -> asyncio.subprocess.Process:
+    """The hub with its MLLP listener in a child process (`crash_server.py`), ready on its port."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.adapters.hl7v2.crash_server",
+        str(settings.db), str(settings.resolved_journal_path()), str(port_file), mode, cwd=ROOT,
+    )  # fmt: skip
+    for _ in range(300):
+        if port_file.exists() and port_file.read_text():
+            break
+        await asyncio.sleep(0.05)
+    return proc
+
+
 async def test_killed_after_journal_before_apply_is_applied_once_on_restart(tmp_path: Path) -> None:
     settings = Settings(db=tmp_path / "hub.db", hl7_journal=tmp_path / "journal.db", mllp_port=0)
     port_file = tmp_path / "port"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.adapters.hl7v2.crash_server",
-        str(settings.db), str(settings.resolved_journal_path()), str(port_file), cwd=ROOT,
-    )  # fmt: skip
+    proc = await crash_server(settings, port_file, "stall")
     try:
-        for _ in range(300):
-            if port_file.exists() and port_file.read_text():
-                break
-            await asyncio.sleep(0.05)
         enhanced = sample("adt_a04_utf8").replace(b"|P|2.5|||||", b"|P|2.5|||AL|AL|")
         async with MllpClient("127.0.0.1", int(port_file.read_text()), timeout=20) as client:
             [commit] = await client.send(enhanced)  # CA: the message is on disk
@@ -79,6 +85,41 @@ async def test_killed_after_journal_before_apply_is_applied_once_on_restart(tmp_
         await service.close()
         [patient] = await patients(hub)
         assert patient["meta"]["versionId"] == "1"  # type: ignore[index]
+
+
+async def test_killed_after_ack_before_the_store_sync_is_not_applied_twice(tmp_path: Path) -> None:
+    """The round committed without fsync and the ACK went out; the process dies before the sync stage
+    journals the outcome. The commit survives a process crash, so recovery finds the Provenance and
+    only marks the message; the sender's re-send is answered, not applied again."""
+    settings = Settings(db=tmp_path / "hub.db", hl7_journal=tmp_path / "journal.db", mllp_port=0)
+    port_file = tmp_path / "port"
+    proc = await crash_server(settings, port_file, "unsynced")
+    try:
+        async with MllpClient("127.0.0.1", int(port_file.read_text()), timeout=20) as client:
+            [ack] = await client.send(sample("adt_a04_utf8"))
+            assert b"MSA|AA|ADT0001" in ack
+            journal = Journal(settings.resolved_journal_path())
+            assert [e.status for e in journal.entries()] == ["received"]  # outcome held for the sync
+            journal.close()
+            os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    async with open_hub(settings) as hub:
+        service = await start_mllp(settings, hub.sink, port=0)
+        try:
+            assert service.journal.counts() == {"applied": 1}
+            [patient] = await patients(hub)
+            assert patient["meta"]["versionId"] == "1"  # type: ignore[index]
+            async with MllpClient("127.0.0.1", service.port, timeout=20) as client:
+                [again] = await client.send(sample("adt_a04_utf8"))
+            assert b"MSA|AA|ADT0001" in again
+            [patient] = await patients(hub)
+            assert patient["meta"]["versionId"] == "1"  # type: ignore[index]
+        finally:
+            await service.close()
 
 
 async def test_crash_after_store_commit_before_journal_update_is_not_applied_twice(tmp_path: Path) -> None:
