@@ -54,8 +54,10 @@ def decode_cursor(token: str) -> tuple[str, list[Any], int]:
         raise InvalidSearch(f"Invalid paging cursor '{token}'") from exc
 
 
-def choose_driver(conn: sqlite3.Connection, query: SearchQuery) -> int | None:
-    """Index of the most selective drivable filter, or None when all of them match many rows."""
+def choose_driver(conn: sqlite3.Connection, query: SearchQuery) -> tuple[int | None, bool]:
+    """Index of the most selective drivable filter (None when all of them match many rows), and
+    whether one of them matched nothing: filters are ANDed, so then nothing matches at all. That is
+    the usual answer for conditional creates of new resources, and it saves the page query."""
     best: tuple[int, int] | None = None
     probes = 0
     for i, f in enumerate(query.filters):
@@ -69,15 +71,17 @@ def choose_driver(conn: sqlite3.Connection, query: SearchQuery) -> int | None:
         if n < PROBE_LIMIT and (best is None or n < best[1]):
             best = (i, n)
             if n == 0:
-                break
-    return None if best is None else best[0]
+                return i, True
+    return (None if best is None else best[0]), False
 
 
 def _page_rows(
     conn: sqlite3.Connection, query: SearchQuery, limit: int, cursor: str | None
 ) -> tuple[list[tuple[Any, ...]], bool, bool]:
     """(rows in page order, more after, more before)."""
-    driver = choose_driver(conn, query)
+    driver, empty = choose_driver(conn, query)
+    if empty and not cursor:
+        return [], False, False
     after: tuple[list[Any], int] | None = None
     backwards = False
     if cursor:
@@ -164,7 +168,10 @@ def load_current(conn: sqlite3.Connection, rids: list[int]) -> list[StoredVersio
 
 
 def count_matches(conn: sqlite3.Connection, query: SearchQuery) -> int:
-    sql = compile_count(query, choose_driver(conn, query))
+    driver, empty = choose_driver(conn, query)
+    if empty:
+        return 0
+    sql = compile_count(query, driver)
     (n,) = conn.execute(sql.text, sql.params).fetchone()
     return int(n)
 
