@@ -3,8 +3,8 @@
 Why: every id is a key in several SQLite B-trees (the resource and version tables' (type, id) keys,
 and every reference index row that points at the resource). Random ids land each insert on a random
 leaf page: one HL7 message caused ~246 KB of writes (WAL and checkpoint), ~176 KB with ids that grow
-with time, whose inserts append to the same few pages. A version 7 id still has 74 random bits, so ids stay unguessable; the time it
-reveals is already in meta.lastUpdated.
+with time, whose inserts append to the same few pages. A version 7 id still has 74 random bits, so
+ids stay unguessable; the time it reveals is already in meta.lastUpdated.
 """
 
 from __future__ import annotations
