@@ -47,9 +47,16 @@ def check_exposure(settings: Settings) -> None:
 
 async def serve(settings: Settings) -> None:
     check_exposure(settings)
-    for name, host in (("MLLP", settings.mllp_host), ("DICOM", settings.dicom_host)):
-        if not _is_loopback(host):
-            LOGGER.warning("%s listens on %s: restrict it to member networks (firewall / VPN)", name, host)
+    if not _is_loopback(settings.mllp_host) and settings.mllp_tls_cert is None:
+        LOGGER.warning(
+            "MLLP listens on %s in clear text: set YILIAN_MLLP_TLS_CERT and YILIAN_MLLP_TLS_KEY (and "
+            "YILIAN_MLLP_TLS_CA for member certificates), or restrict it to member networks",
+            settings.mllp_host,
+        )
+    if not _is_loopback(settings.dicom_host):
+        LOGGER.warning(
+            "DICOM listens on %s: restrict it to member networks (firewall / VPN)", settings.dicom_host
+        )
     async with open_hub(settings) as hub, contextlib.AsyncExitStack() as stack:
         delivery = OruDelivery(settings, hub.sink)
         hub.service.events.subscribe(delivery.on_change)

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     mllp_port: int = 2575  # 0 disables the listener
     mllp_max_message_bytes: int = 4 * 1024 * 1024
     mllp_max_connections: int = 256
+    # MLLP over TLS (`adapters/hl7v2/tls.py`): the listener's certificate and key (PEM); with the CA set
+    # too, senders must present a certificate from it (mutual TLS), and mllps:// members are verified
+    mllp_tls_cert: Path | None = None
+    mllp_tls_key: Path | None = None
+    mllp_tls_ca: Path | None = None
     hl7_journal: Path | None = None  # default: beside the database, <db>.hl7-journal.db
     hl7_default_charset: str = "UNICODE UTF-8"
     hl7_sender_charsets: dict[str, str] = Field(default_factory=dict)  # sending facility -> MSH-18 default

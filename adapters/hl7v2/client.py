@@ -4,6 +4,7 @@ delivery, tests and benchmarks share it)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -16,8 +17,15 @@ class MllpClientError(AdapterError):
 
 
 class MllpClient:
-    def __init__(self, host: str, port: int, timeout: float = 30.0, max_size: int = 16 * 1024 * 1024) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float = 30.0,
+        max_size: int = 16 * 1024 * 1024,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host, self.port, self.timeout, self.tls = host, port, timeout, tls
         self._decoder = FrameDecoder(max_size)
         self._frames: list[bytes] = []
         self._reader: asyncio.StreamReader | None = None
@@ -26,10 +34,11 @@ class MllpClient:
     async def __aenter__(self) -> MllpClient:
         try:
             self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.timeout
+                asyncio.open_connection(self.host, self.port, ssl=self.tls), self.timeout
             )
-        except (OSError, TimeoutError) as exc:
-            raise MllpClientError(f"cannot connect to MLLP {self.host}:{self.port}: {exc}") from exc
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError: a refused handshake too
+            scheme = "MLLP over TLS" if self.tls else "MLLP"
+            raise MllpClientError(f"cannot connect to {scheme} {self.host}:{self.port}: {exc}") from exc
         return self
 
     async def __aexit__(
@@ -75,7 +84,13 @@ class MllpClient:
         return [await self.receive() for _ in range(answers)]
 
 
-async def send_all(host: str, port: int, messages: Sequence[bytes], timeout: float = 30.0) -> list[bytes]:
+async def send_all(
+    host: str,
+    port: int,
+    messages: Sequence[bytes],
+    timeout: float = 30.0,
+    tls: ssl.SSLContext | None = None,
+) -> list[bytes]:
     """Send messages one after another on one connection; returns the ACK of each (original mode)."""
-    async with MllpClient(host, port, timeout) as client:
+    async with MllpClient(host, port, timeout, tls=tls) as client:
         return [(await client.send(m))[0] for m in messages]

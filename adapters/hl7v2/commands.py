@@ -18,6 +18,7 @@ from adapters.hl7v2.outbound import IDLE_POLL
 from adapters.hl7v2.outbox import FINAL_STATES, Outbox
 from adapters.hl7v2.parse import ParseError, is_batch, split_batch
 from adapters.hl7v2.pipeline import Pipeline
+from adapters.hl7v2.tls import client_context
 from fhir_server.settings import Settings
 
 
@@ -52,6 +53,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     send.add_argument("--host", default="127.0.0.1")
     send.add_argument("--port", type=int, default=2575)
     send.add_argument("--timeout", type=float, default=30.0)
+    send.add_argument(
+        "--tls", action="store_true", help="MLLP over TLS (verifies the listener's certificate)"
+    )
+    send.add_argument(
+        "--ca", type=Path, help="with --tls: CA file to verify the listener (default: system CAs)"
+    )
+    send.add_argument("--cert", type=Path, help="with --tls: client certificate (PEM) for mutual TLS")
+    send.add_argument("--key", type=Path, help="with --cert: its private key (PEM)")
     send.set_defaults(func=_send)
 
 
@@ -142,7 +151,12 @@ def _send(args: argparse.Namespace) -> int:
         print(f"{args.file}: {exc.reason}", file=sys.stderr)
         return 2
     try:
-        answers = asyncio.run(send_all(args.host, args.port, messages, args.timeout))
+        tls = client_context(args.ca, args.cert, args.key) if args.tls else None
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        print(f"TLS set-up failed: {exc}", file=sys.stderr)
+        return 2
+    try:
+        answers = asyncio.run(send_all(args.host, args.port, messages, args.timeout, tls=tls))
     except MllpClientError as exc:
         print(str(exc), file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ from adapters.hl7v2.journal import Journal
 from adapters.hl7v2.mllp import Frame, FrameDecoder, Garbage, Oversize, frame
 from adapters.hl7v2.parse import ParseError, is_batch, split_batch
 from adapters.hl7v2.pipeline import Pipeline, Received
+from adapters.hl7v2.tls import HANDSHAKE_TIMEOUT_S, peer_name, server_context
 from fhir_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        sender = peer_name(transport.get_extra_info("peercert"))
+        if sender:  # a verified client certificate (mutual TLS): journaled with every message
+            self.peer += f" ({sender})"
         if len(self.service.connections) >= self.service.settings.mllp_max_connections:
             log.warning(
                 "MLLP connection from %s refused: %d connections open",
@@ -201,7 +205,15 @@ async def start_mllp(settings: Settings, sink: Sink, port: int | None = None) ->
     service = MllpService(settings, pipeline, journal)
     bind_port = settings.mllp_port if port is None else port
     loop = asyncio.get_running_loop()
-    service.server = await loop.create_server(lambda: _Connection(service), settings.mllp_host, bind_port)
+    tls = server_context(settings)
+    service.server = await loop.create_server(
+        lambda: _Connection(service),
+        settings.mllp_host,
+        bind_port,
+        ssl=tls,
+        ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if tls else None,
+    )
     service.port = service.server.sockets[0].getsockname()[1]
-    log.info("MLLP listener on %s:%d (journal %s)", settings.mllp_host, service.port, journal.path)
+    mode = ("TLS, client certificates required" if settings.mllp_tls_ca else "TLS") if tls else "plain"
+    log.info("MLLP listener on %s:%d, %s (journal %s)", settings.mllp_host, service.port, mode, journal.path)
     return service

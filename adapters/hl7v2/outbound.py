@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import logging
 import sqlite3
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -31,6 +32,7 @@ from adapters.base import Sink
 from adapters.hl7v2.client import MllpClient, MllpClientError
 from adapters.hl7v2.outbox import Delivery, Outbox
 from adapters.hl7v2.parse import escape
+from adapters.hl7v2.tls import hub_client_context
 from adapters.identity import organization_identifier_system
 from fhir_server.errors import FhirError
 from fhir_server.settings import Settings
@@ -49,6 +51,7 @@ class Target:
     facility: str
     host: str
     port: int
+    tls: bool = False  # an mllps:// endpoint
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class OruDelivery:
         self._incoming: list[tuple[str, str]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._counter = 0
+        self._tls: ssl.SSLContext | None = None
 
     def start(self) -> None:
         """Start the recorder and the sender; deliveries left pending by an earlier run are sent first.
@@ -186,9 +190,14 @@ class OruDelivery:
         except FhirError as exc:
             log.warning("ORU for DiagnosticReport/%s not built: %s", report.get("id"), exc.message)
             return Attempt("retry", error=exc.message)
-        where = f"{target.facility} mllp://{target.host}:{target.port}"
+        where = f"{target.facility} mllp{'s' if target.tls else ''}://{target.host}:{target.port}"
         try:
-            async with MllpClient(target.host, target.port, self.timeout) as client:
+            tls = self._tls_context() if target.tls else None
+        except (OSError, ValueError) as exc:  # certificate files missing or unreadable: fix, then retried
+            log.error("ORU delivery to %s: TLS set-up failed: %s", target.facility, exc)
+            return Attempt("retry", where, f"TLS set-up failed: {exc}")
+        try:
+            async with MllpClient(target.host, target.port, self.timeout, tls=tls) as client:
                 [answer] = await client.send(message)
         except MllpClientError as exc:
             log.warning("ORU delivery to %s failed: %s", target.facility, exc)
@@ -202,6 +211,12 @@ class OruDelivery:
             return Attempt("rejected", where, f"answered {code}")
         log.warning("ORU delivery to %s answered %s", target.facility, code)
         return Attempt("retry", where, f"answered {code}")
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Built on first use: only mllps:// members need it (the consortium CA, the hub's certificate)."""
+        if self._tls is None:
+            self._tls = hub_client_context(self.settings)
+        return self._tls
 
     async def _ref(self, reference: str | None) -> JsonObject | None:
         if not reference or "/" not in reference:
@@ -240,8 +255,8 @@ class OruDelivery:
             if endpoint.get("connectionType", {}).get("code") != "hl7v2-mllp":
                 continue
             url = urlparse(endpoint.get("address", ""))
-            if url.scheme == "mllp" and url.hostname and url.port:
-                return Target(str(facility), url.hostname, url.port)
+            if url.scheme in ("mllp", "mllps") and url.hostname and url.port:
+                return Target(str(facility), url.hostname, url.port, tls=url.scheme == "mllps")
         return None
 
     async def build(self, report: JsonObject, target: Target) -> bytes:

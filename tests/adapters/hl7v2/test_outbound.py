@@ -53,7 +53,7 @@ class MemberHis:
 
 
 async def _report_for_other_member(
-    mllp: MllpService, fhir: httpx.AsyncClient, his_port: int
+    mllp: MllpService, fhir: httpx.AsyncClient, his_port: int, scheme: str = "mllp"
 ) -> dict[str, Any]:
     """FYXWSY orders (ORM), FYXRMYY results it (ORU); FYXWSY's Organization gets an MLLP Endpoint."""
     acks = await send_all("127.0.0.1", mllp.port, [sample("orm_o01"), sample("oru_r01")])
@@ -69,7 +69,7 @@ async def _report_for_other_member(
                     "code": "hl7v2-mllp",
                 },
                 "payloadType": [{"text": "ORU^R01"}],
-                "address": f"mllp://127.0.0.1:{his_port}",
+                "address": f"{scheme}://127.0.0.1:{his_port}",
             },
         )
     ).json()
