@@ -85,7 +85,7 @@ class Pipeline:
         sink: Sink,
         journal: Journal,
         router: Router | None = None,
-        max_batch: int = 64,
+        max_batch: int = 128,  # messages per journal group and per round; 64 measured 1-9% slower
         sync_interval: float = SYNC_INTERVAL_S,
     ) -> None:
         self.settings = settings
