@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
-import os
-import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -36,34 +36,36 @@ def journal_received(settings: Settings, raw: bytes) -> None:
     journal.close()
 
 
-async def crash_server(settings: Settings, port_file: Path, mode: str) -> asyncio.subprocess.Process:
-    """The hub with its MLLP listener in a child process (`crash_server.py`), ready on its port."""
+@contextlib.asynccontextmanager
+async def crash_server(settings: Settings, port_file: Path, mode: str) -> AsyncIterator[int]:
+    """The hub with its MLLP listener in a child process (`crash_server.py`); yields its port and
+    kills it with SIGKILL (the crash) when the block ends."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.adapters.hl7v2.crash_server",
         str(settings.db), str(settings.resolved_journal_path()), str(port_file), mode, cwd=ROOT,
     )  # fmt: skip
-    for _ in range(300):
-        if port_file.exists() and port_file.read_text():
-            break
-        await asyncio.sleep(0.05)
-    return proc
+    try:
+        for _ in range(300):
+            if port_file.exists() and port_file.read_text():
+                break
+            await asyncio.sleep(0.05)
+        yield int(port_file.read_text())
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
 
 
 async def test_killed_after_journal_before_apply_is_applied_once_on_restart(tmp_path: Path) -> None:
     settings = Settings(db=tmp_path / "hub.db", hl7_journal=tmp_path / "journal.db", mllp_port=0)
     port_file = tmp_path / "port"
-    proc = await crash_server(settings, port_file, "stall")
-    try:
-        enhanced = sample("adt_a04_utf8").replace(b"|P|2.5|||||", b"|P|2.5|||AL|AL|")
-        async with MllpClient("127.0.0.1", int(port_file.read_text()), timeout=20) as client:
-            [commit] = await client.send(enhanced)  # CA: the message is on disk
-            assert b"MSA|CA|ADT0001" in commit
-            os.kill(proc.pid, signal.SIGKILL)
-            await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    enhanced = sample("adt_a04_utf8").replace(b"|P|2.5|||||", b"|P|2.5|||AL|AL|")
+    async with (
+        crash_server(settings, port_file, "stall") as port,
+        MllpClient("127.0.0.1", port, timeout=20) as client,
+    ):
+        [commit] = await client.send(enhanced)  # CA: the message is on disk
+        assert b"MSA|CA|ADT0001" in commit
     journal = Journal(settings.resolved_journal_path())
     assert [e.status for e in journal.entries()] == ["received"]
     journal.close()
@@ -93,20 +95,15 @@ async def test_killed_after_ack_before_the_store_sync_is_not_applied_twice(tmp_p
     only marks the message; the sender's re-send is answered, not applied again."""
     settings = Settings(db=tmp_path / "hub.db", hl7_journal=tmp_path / "journal.db", mllp_port=0)
     port_file = tmp_path / "port"
-    proc = await crash_server(settings, port_file, "unsynced")
-    try:
-        async with MllpClient("127.0.0.1", int(port_file.read_text()), timeout=20) as client:
-            [ack] = await client.send(sample("adt_a04_utf8"))
-            assert b"MSA|AA|ADT0001" in ack
-            journal = Journal(settings.resolved_journal_path())
-            assert [e.status for e in journal.entries()] == ["received"]  # outcome held for the sync
-            journal.close()
-            os.kill(proc.pid, signal.SIGKILL)
-            await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    async with (
+        crash_server(settings, port_file, "unsynced") as port,
+        MllpClient("127.0.0.1", port, timeout=20) as client,
+    ):
+        [ack] = await client.send(sample("adt_a04_utf8"))
+        assert b"MSA|AA|ADT0001" in ack
+        journal = Journal(settings.resolved_journal_path())
+        assert [e.status for e in journal.entries()] == ["received"]  # outcome held for the sync
+        journal.close()
     async with open_hub(settings) as hub:
         service = await start_mllp(settings, hub.sink, port=0)
         try:
