@@ -181,6 +181,50 @@ async def test_search_ids_sees_the_sections_own_writes(store: ResourceStore) -> 
         assert await tx.search_ids(query, 2) == []
 
 
+async def test_a_resource_rewritten_within_a_section_keeps_only_its_last_index(store: ResourceStore) -> None:
+    """SQLite buffers a section's index rows until a search or the section's end: rewrites of the same
+    resource in between, a rolled-back section and a later section's update must each leave exactly the
+    index of the version that stands."""
+    registry = shared_registry()
+
+    def query(value: str) -> Any:
+        return parse_search("Patient", [("identifier", f"urn:re|{value}")], registry, strict=True)
+
+    def version(n: int, value: str | None) -> NewVersion:
+        if value is None:
+            return NewVersion("Patient", "re1", n, f"2026-01-01T00:00:0{n}Z", "DELETE", None, None)
+        body = {"resourceType": "Patient", "id": "re1", "identifier": [{"system": "urn:re", "value": value}]}
+        return NewVersion("Patient", "re1", n, f"2026-01-01T00:00:0{n}Z", "PUT", body, extract(body, registry))
+
+    async def found(value: str) -> list[str]:
+        return [v.id for v in (await store.search(query(value))).resources]
+
+    async with store.write() as tx:
+        await tx.write_version(version(1, "a"))
+        await tx.write_version(version(2, "b"))
+        await tx.write_version(version(3, "c"))
+    assert (await found("a"), await found("b"), await found("c")) == ([], [], ["re1"])
+
+    with pytest.raises(RuntimeError):
+        async with store.write() as tx:
+            await tx.write_version(version(4, "d"))
+            raise RuntimeError("the section fails after its write")
+    assert (await found("c"), await found("d")) == (["re1"], [])
+
+    async with store.write() as tx:
+        await tx.write_version(version(4, "e"))
+        await tx.write_version(version(5, None))
+        await tx.write_version(version(6, "f"))
+        assert await tx.search_ids(query("f"), 2) == [("Patient", "re1")]
+        await tx.write_version(version(7, "g"))
+    assert (await found("c"), await found("e"), await found("f"), await found("g")) == ([], [], [], ["re1"])
+
+    async with store.write() as tx:
+        await tx.write_version(version(8, "h"))
+        await tx.write_version(version(9, None))
+    assert (await found("g"), await found("h")) == ([], [])
+
+
 async def test_conditional_create_is_race_free(store: ResourceStore) -> None:
     """Concurrent search-then-create sections for the same identifier create exactly one resource."""
     registry = shared_registry()

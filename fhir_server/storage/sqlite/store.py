@@ -28,7 +28,7 @@ from fhir_server.search.index import IndexEntries
 from fhir_server.storage.protocol import HistoryRequest, NewVersion, SearchPage, StoredVersion
 from fhir_server.storage.sqlite import search as sqlite_search
 from fhir_server.storage.sqlite.history import compile_history
-from fhir_server.storage.sqlite.index import delete_index, rewrite_index, write_index
+from fhir_server.storage.sqlite.index import SectionIndex, rewrite_index
 from fhir_server.storage.sqlite.schema import schema_ddl
 from fhir_server.storage.timestamps import instant_to_us
 
@@ -87,6 +87,11 @@ class SqliteWriteTransaction:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._index = SectionIndex()
+
+    def flush(self) -> None:
+        """Write the section's buffered index rows (before a search, and when the section ends)."""
+        self._index.flush(self._conn)
 
     async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         return _current(self._conn, resource_type, resource_id)
@@ -126,10 +131,7 @@ class SqliteWriteTransaction:
             "UPDATE resource SET version = ?, seq = ?, last_updated_us = ?, deleted = ? WHERE rid = ?",
             (version.version, seq, lu_us, int(version.body is None), rid),
         )
-        if row is not None:
-            delete_index(conn, rid)
-        if version.index is not None:
-            write_index(conn, rid, version.index)
+        self._index.put(conn, rid, version.index, new=row is None)
         return StoredVersion(
             version.resource_type,
             version.id,
@@ -141,9 +143,11 @@ class SqliteWriteTransaction:
         )
 
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
+        self.flush()
         return sqlite_search.search_ids(self._conn, query, limit)
 
     async def reindex(self, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
+        self.flush()
         rewrite_index(self._conn, resource_type, resource_id, entries)
 
 
@@ -317,7 +321,9 @@ class SqliteStore:
                 done = group.join()
                 conn.execute("SAVEPOINT section")
                 try:
-                    yield SqliteWriteTransaction(conn)
+                    section = SqliteWriteTransaction(conn)
+                    yield section
+                    section.flush()
                 except BaseException:
                     conn.execute("ROLLBACK TO section")
                     conn.execute("RELEASE section")
