@@ -31,6 +31,12 @@ def extract(resource: JsonObject, registry: SearchRegistry) -> IndexEntries:
     rtype = resource.get("resourceType", "")
     entries = IndexEntries(rtype)
     for cp in registry.compiled(rtype):
+        if cp.keys is not None:
+            for key in cp.keys:
+                if key in resource:
+                    break
+            else:
+                continue
         try:
             nodes = cp.extract(resource)
         except Exception as exc:  # noqa: BLE001 - a bad value must not fail the write

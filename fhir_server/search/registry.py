@@ -17,7 +17,7 @@ from typing import Any
 
 from fhir_server.errors import Unprocessable
 from fhir_server.model.definitions import resource_types, search_parameter_bundle
-from fhir_server.search.paths import Node, Unsupported, compile_expression
+from fhir_server.search.paths import Node, Unsupported, compile_expression, root_keys
 
 LOGGER = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ class CompiledParam:
     pid: int
     extract: NodeExtractor
     components: tuple[tuple[SearchParam, ComponentExtractor], ...] = ()
+    keys: tuple[str, ...] | None = None
+    """Top-level keys of which one must be present for `extract` to find anything (None: no such set)."""
 
 
 @dataclass
@@ -186,9 +188,10 @@ class SearchRegistry:
         for code, param in sorted(self.by_type.get(resource_type, {}).items()):
             if code in RESOURCE_TABLE_PARAMS or code in UNINDEXED_PARAMS or not param.expression:
                 continue
-            extractor = self._extractor(param.expression, resource_type)
-            if extractor is None:
+            compiled = self._extractor(param.expression, resource_type)
+            if compiled is None:
                 continue
+            extractor, keys = compiled
             comps: list[tuple[SearchParam, ComponentExtractor]] = []
             if param.type == "composite":
                 for comp in param.components[:2]:
@@ -198,25 +201,37 @@ class SearchRegistry:
                     comps.append((sub, self._component_extractor(comp.expression)))
                 if len(comps) < 2:
                     continue
-            out.append(CompiledParam(param, param_id(resource_type, code), extractor, tuple(comps)))
+            out.append(
+                CompiledParam(
+                    param,
+                    param_id(resource_type, code),
+                    extractor,
+                    tuple(comps),
+                    None if keys is None else tuple(sorted(keys)),
+                )
+            )
         self._compiled[resource_type] = out
         return out
 
-    def _extractor(self, expression: str, resource_type: str) -> NodeExtractor | None:
+    def _extractor(
+        self, expression: str, resource_type: str
+    ) -> tuple[NodeExtractor, frozenset[str] | None] | None:
+        """The extractor of `expression`, with the top-level keys it needs when they are known."""
         handwritten = _HANDWRITTEN.get(expression)
         if handwritten is not None:
-            return handwritten
+            return handwritten, None
         try:
             run = compile_expression(expression, resource_type)
         except Unsupported as exc:
             LOGGER.debug("fhirpathpy fallback for %s (%s): %s", resource_type, expression, exc)
             self.fallbacks.append(f"{resource_type}: {expression}")
-            return _fhirpath_extractor(expression, resource_type)
+            fallback = _fhirpath_extractor(expression, resource_type)
+            return None if fallback is None else (fallback, None)
 
         def extract(resource: JsonObject) -> list[Node]:
             return run([(resource, resource_type, resource_type)])
 
-        return extract
+        return extract, root_keys(expression, resource_type)
 
     def _component_extractor(self, expression: str) -> ComponentExtractor:
         """Components are relative to the composite's node: compiled per node context on first use."""
