@@ -109,7 +109,10 @@ class InstanceChecker:
                         f"{path}.{rule.name}",
                     )
         for element, minimum, names in node.required:
-            if not any(name in obj for name in names):
+            for name in names:
+                if name in obj:
+                    break
+            else:
                 scope.error(
                     "required",
                     f"{node.path}.{element}: minimum required = {minimum}, but only found 0",
