@@ -29,6 +29,7 @@ from fhir_server.storage.protocol import HistoryRequest, NewVersion, SearchPage,
 from fhir_server.storage.sqlite import search as sqlite_search
 from fhir_server.storage.sqlite.history import compile_history
 from fhir_server.storage.sqlite.index import SectionIndex, rewrite_index
+from fhir_server.storage.sqlite.matches import MatchCache
 from fhir_server.storage.sqlite.schema import schema_ddl
 from fhir_server.storage.timestamps import instant_to_us
 
@@ -85,9 +86,10 @@ class _CommitGroup:
 class SqliteWriteTransaction:
     """The serialised write section of one SqliteStore (one `BEGIN IMMEDIATE` transaction)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, matches: MatchCache) -> None:
         self._conn = conn
         self._index = SectionIndex()
+        self._matches = matches
 
     def flush(self) -> None:
         """Write the section's buffered index rows (before a search, and when the section ends)."""
@@ -98,6 +100,7 @@ class SqliteWriteTransaction:
 
     async def write_version(self, version: NewVersion) -> StoredVersion:
         conn = self._conn
+        self._matches.wrote(version.resource_type)
         lu_us = instant_to_us(version.last_updated)
         row = conn.execute(
             "SELECT rid FROM resource WHERE type = ? AND id = ?", (version.resource_type, version.id)
@@ -143,10 +146,17 @@ class SqliteWriteTransaction:
         )
 
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
+        cacheable = self._matches.cacheable(query)
+        if cacheable and (known := self._matches.get(query, limit)) is not None:
+            return known
         self.flush()
-        return sqlite_search.search_ids(self._conn, query, limit)
+        ids = sqlite_search.search_ids(self._conn, query, limit)
+        if cacheable:
+            self._matches.put(query, limit, ids)
+        return ids
 
     async def reindex(self, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
+        self._matches.wrote(resource_type)
         self.flush()
         rewrite_index(self._conn, resource_type, resource_id, entries)
 
@@ -212,6 +222,8 @@ class SqliteStore:
         self._orphans: set[asyncio.Task[None]] = set()
         self._synchronous = "FULL"  # the writer connection's current PRAGMA synchronous
         self._unsynced = False  # a commit made with synchronous=NORMAL is not yet covered by an fsync
+        self._matches = MatchCache()
+        self._data_version: int | None = None  # the writer's `PRAGMA data_version` when a group began
 
     async def open(self) -> None:
         if isinstance(self._path, Path) and str(self._path) != ":memory:":
@@ -321,10 +333,11 @@ class SqliteStore:
                 done = group.join()
                 conn.execute("SAVEPOINT section")
                 try:
-                    section = SqliteWriteTransaction(conn)
+                    section = SqliteWriteTransaction(conn, self._matches)
                     yield section
                     section.flush()
                 except BaseException:
+                    self._matches.clear()
                     conn.execute("ROLLBACK TO section")
                     conn.execute("RELEASE section")
                     group.sections_failed += 1
@@ -350,8 +363,12 @@ class SqliteStore:
                     conn.execute(f"PRAGMA synchronous={level}")
                     self._synchronous = level
                 conn.execute("BEGIN IMMEDIATE")
+                data_version = conn.execute("PRAGMA data_version").fetchone()[0]
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot start a write transaction: {exc}") from exc
+            if data_version != self._data_version:  # another connection committed: answers may be stale
+                self._matches.clear()
+                self._data_version = data_version
             self._group = _CommitGroup([], asyncio.get_running_loop(), durable)
         return self._group
 
@@ -389,6 +406,7 @@ class SqliteStore:
             conn.execute("COMMIT")
             self._unsynced = not group.durable  # commits are serialised: no other thread writes it
         except sqlite3.Error as exc:
+            self._matches.clear()  # under the write lock: no section runs meanwhile
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
