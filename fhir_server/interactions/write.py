@@ -22,6 +22,7 @@ from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.service import FhirService
 from fhir_server.model.ids import new_resource_id
 from fhir_server.model.references import is_valid_id
+from fhir_server.search.ast import SearchQuery
 from fhir_server.search.parse import parse_search
 from fhir_server.storage.protocol import NewVersion, StoredVersion, WriteTransaction
 
@@ -115,11 +116,17 @@ async def resolve_criteria(
     service: FhirService, tx: WriteTransaction, resource_type: str, criteria: str
 ) -> list[tuple[str, str]]:
     """Ids matching conditional criteria (`identifier=sys|val&...`), at most 2 (enough to tell 0/1/many)."""
+    query = service.registry.memo(
+        ("conditional", resource_type, criteria), lambda: _criteria_query(service, resource_type, criteria)
+    )
+    return await tx.search_ids(query, 2)
+
+
+def _criteria_query(service: FhirService, resource_type: str, criteria: str) -> SearchQuery:
     params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
     if not params:
         raise BadRequest(f"Conditional criteria for {resource_type} are empty")
-    query = parse_search(resource_type, params, service.registry, strict=True)
-    return await tx.search_ids(query, 2)
+    return parse_search(resource_type, params, service.registry, strict=True)
 
 
 async def write_resource(

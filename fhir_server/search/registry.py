@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from fhir_server.errors import Unprocessable
 from fhir_server.model.definitions import resource_types, search_parameter_bundle
@@ -28,6 +28,8 @@ ComponentExtractor = Callable[[Node], list[Node]]
 # parameters answered from the resource table, or not indexable per resource
 RESOURCE_TABLE_PARAMS = frozenset({"_id", "_lastUpdated"})
 UNINDEXED_PARAMS = frozenset({"_text", "_content", "_query", "_list", "_has", "_type", "near"})
+_MEMO_LIMIT = 4096
+T = TypeVar("T")
 
 
 @cache
@@ -93,6 +95,23 @@ class SearchRegistry:
     _compiled: dict[str, list[CompiledParam]] = field(default_factory=dict)
     _pids: dict[int, tuple[str, str]] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)
+    _memo: dict[Hashable, Any] = field(default_factory=dict)
+    """What callers derived from the parameters (parsed conditional criteria); emptied on any change."""
+
+    def memo(self, key: Hashable, derive: Callable[[], T]) -> T:
+        """`derive()`, kept until a parameter is added or removed.
+
+        Why: conditional criteria (`identifier=urn:member|FYXRMYY`) repeat in every HL7 message and
+        cost ~25 µs to parse each time. Kept up to `_MEMO_LIMIT` keys, then started afresh: criteria
+        naming one patient each do not repeat, and must not pile up."""
+        try:
+            return cast(T, self._memo[key])
+        except KeyError:
+            value = derive()
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[key] = value
+            return value
 
     def add(self, sp_json: JsonObject) -> SearchParam:
         """Register a SearchParameter resource (R4 core or custom); replaces one with the same url."""
@@ -113,6 +132,7 @@ class SearchRegistry:
                 self._pids[pid] = (rtype, param.code)
                 self.by_type.setdefault(rtype, {})[param.code] = param
                 self._compiled.pop(rtype, None)
+        self._memo.clear()
         if param.url:
             self.by_url[param.url] = param
         return param
@@ -171,6 +191,7 @@ class SearchRegistry:
             if params.get(param.code) is param:
                 del params[param.code]
                 self._compiled.pop(rtype, None)
+        self._memo.clear()
 
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         return self.by_type.get(resource_type, {}).get(code)
