@@ -331,19 +331,29 @@ class SqliteStore:
                     await self._commit(conn, self._group)
                 group = self._open_group(conn, durable)
                 done = group.join()
-                conn.execute("SAVEPOINT section")
+                # The first section of a group needs no savepoint: if it fails, the whole transaction
+                # is rolled back, and nothing else is in it. A savepoint copies every page a section
+                # first changes into the statement journal: for a one-message HL7 round, about as
+                # much work as inserting its index rows.
+                alone = group.sections + group.sections_failed == 0
+                if not alone:
+                    conn.execute("SAVEPOINT section")
                 try:
                     section = SqliteWriteTransaction(conn, self._matches)
                     yield section
                     section.flush()
                 except BaseException:
                     self._matches.clear()
+                    if alone:
+                        self._abandon(conn, group)
+                        raise
                     conn.execute("ROLLBACK TO section")
                     conn.execute("RELEASE section")
                     group.sections_failed += 1
                     await self._maybe_commit(conn, group)
                     raise
-                conn.execute("RELEASE section")
+                if not alone:
+                    conn.execute("RELEASE section")
                 group.sections += 1
                 await self._maybe_commit(conn, group)
         finally:
@@ -354,6 +364,15 @@ class SqliteStore:
                 self._orphans.add(task)
                 task.add_done_callback(self._orphans.discard)
         await done
+
+    def _abandon(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
+        """Roll back a group whose only section failed; the next section begins a new one."""
+        self._group = None
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            LOGGER.exception("rollback of a failed write section failed")
+        group.finish(None)
 
     def _open_group(self, conn: sqlite3.Connection, durable: bool) -> _CommitGroup:
         if self._group is None:
