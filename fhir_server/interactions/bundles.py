@@ -49,6 +49,7 @@ class Entry:
     resource: JsonObject | None
     request: JsonObject
     target_id: str | None = None  # resolved id for POST / conditional PUT
+    minted: bool = False  # target_id is new from `new_id()`: nothing is stored under it
     existing: StoredVersion | None = None  # conditional create matched this
     same_as: Entry | None = None  # an earlier entry with the same conditional criteria answers this one
     response: JsonObject = field(default_factory=dict)
@@ -166,7 +167,8 @@ async def _assign_targets(
                     else:
                         await _match_if_none_exist(service, tx, entry, str(if_none_exist))
                         claimed[key] = entry
-                entry.target_id = entry.target_id or new_id()
+                if entry.target_id is None:
+                    entry.target_id, entry.minted = new_id(), True
             elif entry.method == "PUT":
                 check_type(service, entry.resource_type)
                 assert entry.resource is not None
@@ -176,7 +178,7 @@ async def _assign_targets(
                     if first is not None:
                         entry.target_id = first.target_id
                     else:
-                        entry.target_id = await conditional_target(
+                        entry.target_id, entry.minted = await conditional_target(
                             service, tx, entry.resource_type, entry.criteria, entry.resource.get("id")
                         )
                         claimed[key] = entry
@@ -266,6 +268,7 @@ async def _execute(
             if_none_exist=None,
             changes=changes,
             assigned_id=entry.target_id,
+            minted=entry.minted,
         )
         entry.response["_resource"] = result.stored
         return _response_for(result)
@@ -284,6 +287,7 @@ async def _execute(
             method="PUT",
             if_match=entry.request.get("ifMatch"),
             changes=changes,
+            minted=entry.minted,
         )
         entry.response["_resource"] = result.stored
         return _response_for(result)

@@ -100,9 +100,17 @@ async def conditional_update(
     check_body(resource_type, body)
     changes: list[ResourceChanged] = []
     async with service.store.write() as tx:
-        target = await conditional_target(service, tx, resource_type, criteria, body.get("id"))
+        target, minted = await conditional_target(service, tx, resource_type, criteria, body.get("id"))
         result = await write_resource(
-            service, tx, resource_type, target, body, method="PUT", if_match=if_match, changes=changes
+            service,
+            tx,
+            resource_type,
+            target,
+            body,
+            method="PUT",
+            if_match=if_match,
+            changes=changes,
+            minted=minted,
         )
     await service.events.publish(changes)
     return result

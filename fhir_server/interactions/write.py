@@ -140,11 +140,15 @@ async def write_resource(
     if_match: str | None = None,
     must_exist: bool = False,
     changes: list[ResourceChanged],
+    minted: bool = False,
 ) -> WriteResult:
-    """Write a new version of `resource_type/resource_id` with `body`; checks, meta, validation, index."""
+    """Write a new version of `resource_type/resource_id` with `body`; checks, meta, validation, index.
+
+    `minted`: the server has just made `resource_id` (`new_id()`), so nothing can be stored under it
+    and the read of the current version is skipped (most writes of a transaction Bundle are these)."""
     if not is_valid_id(resource_id):
         raise BadRequest(f"'{resource_id}' is not a valid FHIR id", expression=f"{resource_type}.id")
-    current = await tx.current(resource_type, resource_id)
+    current = None if minted else await tx.current(resource_type, resource_id)
     if if_match is not None:
         expected = parse_version_tag(if_match)
         if current is None or current.deleted or current.version != expected:
@@ -209,8 +213,11 @@ async def create_resource(
     if_none_exist: str | None,
     changes: list[ResourceChanged],
     assigned_id: str | None = None,
+    minted: bool = False,
 ) -> WriteResult:
-    """POST semantics: a client `id` is ignored; `If-None-Exist` returns the one match instead."""
+    """POST semantics: a client `id` is ignored; `If-None-Exist` returns the one match instead.
+
+    `assigned_id`: the id a transaction gave the entry beforehand; `minted` if it came from `new_id()`."""
     if if_none_exist:
         matches = await resolve_criteria(service, tx, resource_type, if_none_exist)
         if len(matches) > 1:
@@ -229,13 +236,15 @@ async def create_resource(
         body,
         method="POST",
         changes=changes,
+        minted=minted or assigned_id is None,
     )
 
 
 async def conditional_target(
     service: FhirService, tx: WriteTransaction, resource_type: str, criteria: str, body_id: str | None
-) -> str:
-    """Which id a conditional update writes to: the single match, or a new one (the body's, if given)."""
+) -> tuple[str, bool]:
+    """Which id a conditional update writes to: the single match, or a new one (the body's, if given),
+    and whether the server minted that id (see `write_resource`)."""
     matches = await resolve_criteria(service, tx, resource_type, criteria)
     if len(matches) > 1:
         raise PreconditionFailed(f"Conditional criteria '{criteria}' match more than one {resource_type}")
@@ -246,5 +255,5 @@ async def conditional_target(
                 f"The body's id '{body_id}' differs from the resource matched by '{criteria}' ({target})",
                 expression=f"{resource_type}.id",
             )
-        return target
-    return body_id or new_id()
+        return target, False
+    return (body_id, False) if body_id else (new_id(), True)

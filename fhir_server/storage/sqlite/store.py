@@ -102,9 +102,16 @@ class SqliteWriteTransaction:
         conn = self._conn
         self._matches.wrote(version.resource_type)
         lu_us = instant_to_us(version.last_updated)
-        row = conn.execute(
-            "SELECT rid FROM resource WHERE type = ? AND id = ?", (version.resource_type, version.id)
-        ).fetchone()
+        # Version 1 is written only where nothing is stored under the id (not even a deleted
+        # resource, which keeps its versions), so it is inserted without looking first; a mistake
+        # would fail on the table's unique (type, id) key rather than go unnoticed.
+        row = (
+            None
+            if version.version == 1
+            else conn.execute(
+                "SELECT rid FROM resource WHERE type = ? AND id = ?", (version.resource_type, version.id)
+            ).fetchone()
+        )
         if row is None:
             rid = conn.execute(
                 "INSERT INTO resource (type, id, version, seq, last_updated_us, deleted)"
