@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 import sqlite3
 import ssl
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -40,6 +41,7 @@ from fhir_server.settings import Settings
 log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 FINAL = {"final", "amended", "corrected", "appended"}
+REMEMBERED_ORDERS = 4096  # orders whose requester `on_change` keeps, newest first out last
 _STATUS_0123 = {"final": "F", "amended": "C", "corrected": "C", "appended": "C"}
 _STATUS_0085 = {"final": "F", "amended": "C", "corrected": "C", "preliminary": "P", "cancelled": "X"}
 IDLE_POLL = 30.0  # seconds between outbox checks when nothing wakes the sender
@@ -78,6 +80,8 @@ class OruDelivery:
         self._tasks: list[asyncio.Task[None]] = []
         self._counter = 0
         self._tls: ssl.SSLContext | None = None
+        # "ServiceRequest/id" -> its requester reference, for the orders this hub has seen written
+        self._requesters: OrderedDict[str, str] = OrderedDict()
 
     def start(self) -> None:
         """Start the recorder and the sender; deliveries left pending by an earlier run are sent first.
@@ -96,13 +100,37 @@ class OruDelivery:
         It runs inside the write path (after the commit, before the caller gets its answer), so it must
         not wait for a disk: the recorder writes what was noted in batches, one fsync each."""
         resource = getattr(change, "resource", None)
-        if getattr(change, "resource_type", "") != "DiagnosticReport" or not resource:
+        resource_type = getattr(change, "resource_type", "")
+        if resource_type == "ServiceRequest":
+            self._remember_requester(f"ServiceRequest/{getattr(change, 'id', '')}", resource)
+            return
+        if resource_type != "DiagnosticReport" or not resource:
             return
         if resource.get("status") not in FINAL or not resource.get("id") or not resource.get("basedOn"):
             return  # without basedOn there is no ordering member to send it to
+        if self._own_order(resource):
+            return
         version = str((resource.get("meta") or {}).get("versionId", ""))
         self._incoming.append((f"DiagnosticReport/{resource['id']}", version))
         self._noted.set()
+
+    def _remember_requester(self, order: str, resource: Any) -> None:
+        self._requesters.pop(order, None)
+        requester = ((resource or {}).get("requester") or {}).get("reference")
+        if isinstance(requester, str):
+            self._requesters[order] = requester
+            if len(self._requesters) > REMEMBERED_ORDERS:
+                self._requesters.popitem(last=False)
+
+    def _own_order(self, report: JsonObject) -> bool:
+        """The report answers its performer's own order, going by the order's latest version written
+        through this hub: nothing to deliver, so nothing is noted.
+
+        Why: that is most reports (a member's lab resulting its own clinicians' orders), and each
+        noted one cost an outbox write, the report and order reads and an outbox update (~5% of HL7
+        ingest). `target()` makes the same test when the order was not seen here."""
+        requester = self._requesters.get((report.get("basedOn") or [{}])[0].get("reference") or "")
+        return requester is not None and _requested_by_performer(report, requester)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -229,9 +257,9 @@ class OruDelivery:
         order = await self._ref((report.get("basedOn") or [{}])[0].get("reference"))
         if order is None:
             return None
-        performers = {p.get("reference", "").split("/")[-1] for p in report.get("performer", [])}
+        performers = _performer_ids(report)
         requested_by = order.get("requester", {}).get("reference") or ""
-        if requested_by.startswith("Organization/") and requested_by.split("/")[-1] in performers:
+        if _requested_by_performer(report, requested_by):
             return None  # the member resulted its own order (most reports): no need to read it
         requester = await self._ref(requested_by)
         if requester is not None and requester["resourceType"] == "PractitionerRole":
@@ -365,3 +393,12 @@ def _obx(n: int, obs: JsonObject) -> str:
         f"OBX|{n}|{vtype}|{_cwe(obs.get('code', {}))}||{value}|{unit}|{ref_range}|{flags}|||{status}|||"
         f"{_dtm(obs.get('effectiveDateTime'))}"
     )
+
+
+def _performer_ids(report: JsonObject) -> set[str]:
+    return {p.get("reference", "").split("/")[-1] for p in report.get("performer", [])}
+
+
+def _requested_by_performer(report: JsonObject, requester: str) -> bool:
+    """The order's requester (a reference) is an Organization that also performed the report."""
+    return requester.startswith("Organization/") and requester.split("/")[-1] in _performer_ids(report)

@@ -28,6 +28,13 @@ class Change:
     resource: dict[str, Any] | None
 
 
+@dataclass
+class OrderChange:
+    resource_type: str
+    resource: dict[str, Any] | None
+    id: str
+
+
 class MemberHis:
     """A member's HIS MLLP endpoint: answers AE to the first `fail_first` messages, then AA."""
 
@@ -153,6 +160,35 @@ async def test_report_for_own_order_or_without_endpoint_is_not_sent(
     }  # type: ignore[index]
     assert (await delivery.deliver(own)).status == "dropped"
     await delivery.close()
+
+
+async def test_reports_for_orders_the_performer_placed_are_not_noted(hl7_settings: Settings) -> None:
+    """Orders written through the hub are remembered, so a report resulting the performer's own order
+    (most reports) never reaches the outbox; any other report is noted for `target()` to decide."""
+    delivery = OruDelivery(hl7_settings, sink=None)  # type: ignore[arg-type]  # nothing is read here
+
+    def order(requester: str) -> OrderChange:
+        return OrderChange(
+            "ServiceRequest", {"resourceType": "ServiceRequest", "requester": {"reference": requester}}, "o1"
+        )
+
+    report = {
+        "resourceType": "DiagnosticReport",
+        "id": "r1",
+        "status": "final",
+        "meta": {"versionId": "1"},
+        "basedOn": [{"reference": "ServiceRequest/o1"}],
+        "performer": [{"reference": "Organization/lab"}],
+    }
+    await delivery.on_change(Change("DiagnosticReport", report))  # order unseen here: noted
+    await delivery.on_change(order("Organization/lab"))
+    await delivery.on_change(Change("DiagnosticReport", report))  # the lab's own order: not noted
+    await delivery.on_change(order("Organization/township"))  # the order's latest version counts
+    await delivery.on_change(Change("DiagnosticReport", report))
+    await delivery.on_change(OrderChange("ServiceRequest", None, "o1"))  # deleted: forgotten
+    await delivery.on_change(Change("DiagnosticReport", report))
+    assert delivery._incoming == [("DiagnosticReport/r1", "1")] * 3
+    delivery.outbox.close()
 
 
 async def test_pending_delivery_survives_a_restart(
