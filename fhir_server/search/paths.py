@@ -290,8 +290,30 @@ def root_keys(expression: str, resource_type: str) -> frozenset[str] | None:
     """
     keys: set[str] = set()
     for part in _parts_for(expression, resource_type):
-        segments, _cast = _segments(part)
+        segments, cast = _segments(part)
         if len(segments) < 2 or not re.fullmatch(r"\w+", segments[1]):
             return None
-        keys.update(candidate[0] for candidate in children(resource_type, segments[1]))
+        candidates = children(resource_type, segments[1])
+        # `value.as(Quantity)`, `(value as Quantity)`: only the key of that type can yield
+        as_type = re.fullmatch(r"(?:as|ofType)\((\w+)\)", segments[2]) if len(segments) > 2 else None
+        wanted = as_type.group(1) if as_type else cast if len(segments) == 2 else None
+        if wanted is not None:
+            candidates = tuple(c for c in candidates if c[1].lower() == wanted.lower())
+        keys.update(candidate[0] for candidate in candidates)
+    return frozenset(keys)
+
+
+def composite_root_keys(expression: str, resource_type: str, second_component: str) -> frozenset[str] | None:
+    """`root_keys` for a composite: a part that is the resource itself (`Observation` in
+    code-value-quantity) needs a key its second component reads (`valueQuantity`)."""
+    keys: set[str] = set()
+    for part in _parts_for(expression, resource_type):
+        if _strip_parens(part).strip() == resource_type:
+            relative = " | ".join(f"{resource_type}.{p.strip()}" for p in split_top(second_component, "|"))
+            found = root_keys(relative, resource_type)
+        else:
+            found = root_keys(part, resource_type)
+        if found is None:
+            return None
+        keys |= found
     return frozenset(keys)

@@ -17,7 +17,13 @@ from typing import Any, TypeVar, cast
 
 from fhir_server.errors import Unprocessable
 from fhir_server.model.definitions import resource_types, search_parameter_bundle
-from fhir_server.search.paths import Node, Unsupported, compile_expression, root_keys
+from fhir_server.search.paths import (
+    Node,
+    Unsupported,
+    compile_expression,
+    composite_root_keys,
+    root_keys,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -209,7 +215,8 @@ class SearchRegistry:
         for code, param in sorted(self.by_type.get(resource_type, {}).items()):
             if code in RESOURCE_TABLE_PARAMS or code in UNINDEXED_PARAMS or not param.expression:
                 continue
-            compiled = self._extractor(param.expression, resource_type)
+            second = param.components[1].expression if len(param.components) > 1 else None
+            compiled = self._extractor(param.expression, resource_type, second)
             if compiled is None:
                 continue
             extractor, keys = compiled
@@ -235,9 +242,10 @@ class SearchRegistry:
         return out
 
     def _extractor(
-        self, expression: str, resource_type: str
+        self, expression: str, resource_type: str, second_component: str | None = None
     ) -> tuple[NodeExtractor, frozenset[str] | None] | None:
-        """The extractor of `expression`, with the top-level keys it needs when they are known."""
+        """The extractor of `expression`, with the top-level keys it needs when they are known
+        (for a composite, `second_component` is its second component's expression)."""
         handwritten = _HANDWRITTEN.get(expression)
         if handwritten is not None:
             return handwritten, None
@@ -252,6 +260,8 @@ class SearchRegistry:
         def extract(resource: JsonObject) -> list[Node]:
             return run([(resource, resource_type, resource_type)])
 
+        if second_component is not None:
+            return extract, composite_root_keys(expression, resource_type, second_component)
         return extract, root_keys(expression, resource_type)
 
     def _component_extractor(self, expression: str) -> ComponentExtractor:

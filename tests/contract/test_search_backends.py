@@ -194,7 +194,9 @@ async def test_a_resource_rewritten_within_a_section_keeps_only_its_last_index(s
         if value is None:
             return NewVersion("Patient", "re1", n, f"2026-01-01T00:00:0{n}Z", "DELETE", None, None)
         body = {"resourceType": "Patient", "id": "re1", "identifier": [{"system": "urn:re", "value": value}]}
-        return NewVersion("Patient", "re1", n, f"2026-01-01T00:00:0{n}Z", "PUT", body, extract(body, registry))
+        return NewVersion(
+            "Patient", "re1", n, f"2026-01-01T00:00:0{n}Z", "PUT", body, extract(body, registry)
+        )
 
     async def found(value: str) -> list[str]:
         return [v.id for v in (await store.search(query(value))).resources]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from fhir_server.search.extract import extract
+from fhir_server.search.extract import add_nodes, extract
+from fhir_server.search.index import IndexEntries
 from fhir_server.search.registry import build_registry, param_id
 from fhir_server.search.values import date_range, normalize_string, number_range
 from tests.contract.search_support import official_examples, shared_registry
@@ -105,3 +106,26 @@ def test_extract_is_fast_on_real_examples() -> None:
         extract(r, registry)
     per_resource_ms = (time.perf_counter() - started) * 1000 / len(examples)
     assert per_resource_ms < 1.0, per_resource_ms  # ~0.15 ms measured; generous bound for slow CI
+
+
+def test_skipping_parameters_by_their_first_keys_loses_no_entry() -> None:
+    """`extract` skips a parameter when none of the top-level keys it reads first is present (composites:
+    the key of their second component). Over every R4 example, the entries must be exactly those of
+    evaluating every parameter."""
+    registry = shared_registry()
+    skipped = 0
+    for resource in official_examples():
+        rtype = resource["resourceType"]
+        every = IndexEntries(rtype)
+        for cp in registry.compiled(rtype):
+            try:
+                nodes = cp.extract(resource)
+            except Exception as exc:  # noqa: BLE001 - as `extract` does
+                every.warnings.append(f"{cp.param.code}: {exc}")
+                continue
+            if nodes:
+                add_nodes(every, cp, nodes, rtype)
+            elif cp.keys is not None and not any(key in resource for key in cp.keys):
+                skipped += 1
+        assert extract(resource, registry) == every, f"{rtype}/{resource['id']}"
+    assert skipped > 10_000  # the skip is taken: most parameters of an example find nothing

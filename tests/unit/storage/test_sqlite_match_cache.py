@@ -36,7 +36,9 @@ def _patient(patient_id: str) -> NewVersion:
 
 
 def _by_identifier(value: str) -> SearchQuery:
-    return parse_search("Organization", [("identifier", f"urn:member|{value}")], shared_registry(), strict=True)
+    return parse_search(
+        "Organization", [("identifier", f"urn:member|{value}")], shared_registry(), strict=True
+    )
 
 
 @pytest.fixture
