@@ -121,6 +121,9 @@ async def open_hub(settings: Settings, store: ResourceStore | None = None) -> As
         await store.close()
 
 
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
 def freeze_startup_heap() -> None:
     """Exempt everything built at start-up from the cyclic garbage collector, for good.
 
@@ -129,6 +132,12 @@ def freeze_startup_heap() -> None:
     transaction allocates) walks all of them: measured here, HL7 ingest end to end went from ~410 to
     ~480 msg/s with it. Called once, by the process that serves, after every listener is up; tests
     that open many hubs do not call it, because frozen objects are never collected.
+
+    It also makes the collector run less often (thresholds 20,000 / 50 / 100 instead of 700 / 10 /
+    10). A transaction keeps thousands of young dicts alive while it runs, so each young collection
+    mostly walks and promotes live objects, and the older generations walk them again. Measured on
+    the HL7 store path (3,000 messages, three runs alternating): 1,448 -> 1,344 us per message.
     """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
