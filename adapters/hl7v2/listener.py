@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import ssl
 from collections import deque
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from adapters.hl7v2.journal import Journal
 from adapters.hl7v2.mllp import Frame, FrameDecoder, Garbage, Oversize, frame
 from adapters.hl7v2.parse import ParseError, is_batch, split_batch
 from adapters.hl7v2.pipeline import Pipeline, Received
-from adapters.hl7v2.tls import HANDSHAKE_TIMEOUT_S, peer_name, server_context
+from adapters.hl7v2.tls import HANDSHAKE_TIMEOUT_S, handshake_failure, peer_name, server_context
 from fhir_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class _Connection(asyncio.Protocol):
         self.writer: asyncio.Task[None] | None = None
         self.paused = False
         self.closed = False
+        self.early: list[bytes] = []  # TLS: data the handshake's last read passed on before connection_made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -61,8 +63,16 @@ class _Connection(asyncio.Protocol):
             return
         self.service.connections.add(self)
         self.writer = asyncio.get_running_loop().create_task(self._write_acks())
+        early, self.early = self.early, []
+        for data in early:
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            self.early.append(data)
+            return
+        if self.closed:
+            return
         for event in self.decoder.feed(data):
             if isinstance(event, Frame) and is_batch(event.data):
                 self._enqueue_batch(event.data)
@@ -160,6 +170,48 @@ class _Batch:
         )
 
 
+class _TlsAcceptor(asyncio.Protocol):
+    """Takes a TCP connection and runs the TLS handshake itself (`loop.start_tls`), then hands the
+    encrypted connection to `_Connection`.
+
+    Why not `create_server(ssl=...)`: asyncio reports a failed server-side handshake only in debug
+    mode, so an operator would never see a member whose certificate is wrong, expired or from another
+    CA, nor a sender speaking clear text to the TLS port. Here each refusal is a warning naming the
+    peer and the reason."""
+
+    def __init__(self, service: MllpService, context: ssl.SSLContext) -> None:
+        self.service = service
+        self.context = context
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # the ClientHello must reach start_tls, not this protocol
+        peer = transport.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        task = asyncio.get_running_loop().create_task(self._handshake(transport, where))
+        self.service.handshakes.add(task)
+        task.add_done_callback(self.service.handshakes.discard)
+
+    async def _handshake(self, transport: asyncio.Transport, peer: str) -> None:
+        connection = _Connection(self.service)
+        try:
+            secure = await asyncio.get_running_loop().start_tls(
+                transport,
+                connection,
+                self.context,
+                server_side=True,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError, ConnectionError) as exc:  # ssl.SSLError is an OSError
+            log.warning("MLLP TLS handshake with %s refused: %s", peer, handshake_failure(exc))
+            transport.abort()
+            return
+        if secure is None:  # the peer went away during the handshake
+            transport.abort()
+            return
+        connection.connection_made(secure)
+
+
 @dataclass
 class MllpService:
     """A running listener: `.port` is the bound port, `close()` stops accepting and drains."""
@@ -173,11 +225,14 @@ class MllpService:
 
     def __post_init__(self) -> None:
         self.connections: set[_Connection] = set()
+        self.handshakes: set[asyncio.Task[None]] = set()  # TLS handshakes in progress
 
     async def close(self) -> None:
         self.closing = True
         if self.server is not None:
             self.server.close()
+        for handshake in list(self.handshakes):
+            handshake.cancel()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.close()
@@ -207,11 +262,9 @@ async def start_mllp(settings: Settings, sink: Sink, port: int | None = None) ->
     loop = asyncio.get_running_loop()
     tls = server_context(settings)
     service.server = await loop.create_server(
-        lambda: _Connection(service),
+        (lambda: _TlsAcceptor(service, tls)) if tls is not None else (lambda: _Connection(service)),
         settings.mllp_host,
         bind_port,
-        ssl=tls,
-        ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if tls else None,
     )
     service.port = service.server.sockets[0].getsockname()[1]
     mode = ("TLS, client certificates required" if settings.mllp_tls_ca else "TLS") if tls else "plain"

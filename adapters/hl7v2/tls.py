@@ -66,3 +66,18 @@ def peer_name(certificate: dict[str, object] | None) -> str | None:
             if key == "commonName":
                 return str(value)
     return None
+
+
+def handshake_failure(exc: BaseException) -> str:
+    """A refused handshake in words an operator can act on."""
+    if isinstance(exc, TimeoutError):
+        return f"no TLS handshake within {HANDSHAKE_TIMEOUT_S:.0f} s"
+    reason = getattr(exc, "reason", None)
+    if reason == "WRONG_VERSION_NUMBER" or reason == "HTTP_REQUEST":
+        return "the peer did not speak TLS (clear-text MLLP to the TLS port?)"
+    if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        return "the peer presented no client certificate (the consortium CA's is required)"
+    verify = getattr(exc, "verify_message", None)
+    if verify:
+        return f"its certificate was not accepted: {verify}"
+    return str(exc) or type(exc).__name__

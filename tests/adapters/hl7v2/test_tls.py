@@ -4,6 +4,7 @@ outbound ORU to an mllps:// member endpoint (real sockets, real handshakes, test
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -47,7 +48,20 @@ async def mutual(tmp_path: Path) -> AsyncIterator[tuple[Hub, MllpService]]:
             await service.close()
 
 
-async def test_mutual_tls_accepts_member_certificates_only(mutual: tuple[Hub, MllpService]) -> None:
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> str:
+    """The listener's warning containing `text` (it is written once the listener gives up)."""
+    for _ in range(100):
+        found = [r.getMessage() for r in caplog.records if text in r.getMessage()]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no log line with {text!r}: {[r.getMessage() for r in caplog.records]}")
+
+
+async def test_mutual_tls_accepts_member_certificates_only(
+    mutual: tuple[Hub, MllpService], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="adapters.hl7v2.listener")
     hub, service = mutual
     member = client_context(CA, *CLIENT)
     [ack] = await send_all("127.0.0.1", service.port, [sample("adt_a04_utf8")], tls=member)
@@ -59,12 +73,15 @@ async def test_mutual_tls_accepts_member_certificates_only(mutual: tuple[Hub, Ml
     # the handshake, so the sender sees the connection closed instead of a handshake error.
     with pytest.raises(MllpClientError):
         await send_all("127.0.0.1", service.port, [sample("oru_r01")], timeout=5, tls=client_context(CA))
+    refused = await _logged(caplog, "presented no client certificate")
+    assert refused.startswith("MLLP TLS handshake with 127.0.0.1:")  # the operator sees who and why
     # clear text on the TLS port: never read as HL7, never journaled
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(b"\x0b" + sample("oru_r01") + b"\x1c\r")
     await writer.drain()
     assert await asyncio.wait_for(reader.read(), 15) == b""  # closed without an ACK
     writer.close()
+    await _logged(caplog, "did not speak TLS")
     assert [e.control_id for e in service.journal.entries()] == ["ADT0001"]
 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hub.app), base_url="http://t") as fhir:
