@@ -62,7 +62,10 @@ class MllpClient:
 
     async def drain(self) -> None:
         assert self._writer is not None
-        await self._writer.drain()
+        try:
+            await self._writer.drain()
+        except ConnectionError as exc:
+            raise MllpClientError(f"{self.host}:{self.port} closed the connection ({exc})") from exc
 
     async def receive(self) -> bytes:
         """The next frame from the peer."""
@@ -72,6 +75,8 @@ class MllpClient:
                 data = await asyncio.wait_for(self._reader.read(65536), self.timeout)
             except TimeoutError as exc:
                 raise MllpClientError(f"no answer from {self.host}:{self.port} in {self.timeout}s") from exc
+            except ConnectionError as exc:  # reset: e.g. a TLS listener refusing our certificate
+                raise MllpClientError(f"{self.host}:{self.port} closed the connection ({exc})") from exc
             if not data:
                 raise MllpClientError(f"{self.host}:{self.port} closed the connection")
             self._frames += [e.data for e in self._decoder.feed(data) if isinstance(e, Frame)]

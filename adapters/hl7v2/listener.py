@@ -202,9 +202,8 @@ class _TlsAcceptor(asyncio.Protocol):
                 server_side=True,
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
             )
-        except (OSError, TimeoutError, ConnectionError) as exc:  # ssl.SSLError is an OSError
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError; start_tls closed it
             log.warning("MLLP TLS handshake with %s refused: %s", peer, handshake_failure(exc))
-            transport.abort()
             return
         if secure is None:  # the peer went away during the handshake
             transport.abort()
