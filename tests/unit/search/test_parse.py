@@ -154,3 +154,32 @@ def test_system_search_types() -> None:
     )
     with pytest.raises(InvalidSearch):
         parse(None, "_type=Nope")
+
+
+def test_memoised_criteria_are_forgotten_when_parameters_change() -> None:
+    """Parsed conditional criteria are kept per registry state: adding or removing a SearchParameter
+    (a custom one, posted by an integrator) must make the next conditional write parse again."""
+    from fhir_server.search.registry import build_registry
+
+    registry = build_registry()
+    derived: list[object] = []
+
+    def derive() -> object:
+        derived.append(object())
+        return derived[-1]
+
+    first = registry.memo(("conditional", "Patient", "identifier=x|1"), derive)
+    assert registry.memo(("conditional", "Patient", "identifier=x|1"), derive) is first
+    custom = {
+        "resourceType": "SearchParameter",
+        "url": "http://yilian.example/SearchParameter/nickname",
+        "code": "nickname",
+        "base": ["Patient"],
+        "type": "string",
+        "expression": "Patient.name.where(use='nickname')",
+    }
+    registry.add(custom)
+    second = registry.memo(("conditional", "Patient", "identifier=x|1"), derive)
+    registry.remove(custom["url"])
+    third = registry.memo(("conditional", "Patient", "identifier=x|1"), derive)
+    assert len({id(first), id(second), id(third)}) == 3 and len(derived) == 3
