@@ -76,8 +76,13 @@ def split_escaped(text: str, sep: str) -> list[str]:
     return parts
 
 
+_ESCAPED = re.compile(r"\\([,|$\\])")
+
+
 def unescape(text: str) -> str:
-    return re.sub(r"\\([,|$\\])", r"\1", text)
+    if "\\" not in text:  # the usual case: no regex substitution
+        return text
+    return _ESCAPED.sub(r"\1", text)
 
 
 def _types_for(resource_type: str | None, params: list[tuple[str, str]]) -> tuple[str, ...]:
