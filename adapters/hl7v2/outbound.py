@@ -41,7 +41,7 @@ from fhir_server.settings import Settings
 log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 FINAL = {"final", "amended", "corrected", "appended"}
-REMEMBERED_ORDERS = 4096  # orders whose requester `on_change` keeps, newest first out last
+REMEMBERED_ORDERS = 4096  # orders whose requester `on_change` keeps; the oldest is forgotten first
 _STATUS_0123 = {"final": "F", "amended": "C", "corrected": "C", "appended": "C"}
 _STATUS_0085 = {"final": "F", "amended": "C", "corrected": "C", "preliminary": "P", "cancelled": "X"}
 IDLE_POLL = 30.0  # seconds between outbox checks when nothing wakes the sender
