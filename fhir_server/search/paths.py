@@ -280,6 +280,36 @@ def compile_expression(
     return union
 
 
+def compile_root(expression: str, resource_type: str) -> Callable[[Any], list[Node]]:
+    """`compile_expression` applied to a whole resource. The most common shape, one element of the
+    resource (`Observation.status`, `Patient.identifier`), is read directly: about half of the
+    parameters a write evaluates, each saved the generic step machinery. Raises Unsupported like
+    `compile_expression`."""
+    parts = _parts_for(expression, resource_type)
+    if len(parts) == 1:
+        segments, cast = _segments(parts[0])
+        if len(segments) == 2 and cast is None and re.fullmatch(r"\w+", segments[1]):
+            candidates = children(resource_type, segments[1])
+            if len(candidates) == 1:
+                key, code, child = candidates[0]
+
+                def element(resource: Any) -> list[Node]:
+                    value = resource.get(key)
+                    if value is None:
+                        return []
+                    if type(value) is list:
+                        return [(item, code, child) for item in value]
+                    return [(value, code, child)]
+
+                return element
+    run = compile_expression(expression, resource_type)
+
+    def general(resource: Any) -> list[Node]:
+        return run([(resource, resource_type, resource_type)])
+
+    return general
+
+
 def root_keys(expression: str, resource_type: str) -> frozenset[str] | None:
     """The top-level JSON keys that `compile_expression(expression, resource_type)` reads first, or
     None when a part can yield without reading one (it selects the resource itself).

@@ -21,6 +21,7 @@ from fhir_server.search.paths import (
     Node,
     Unsupported,
     compile_expression,
+    compile_root,
     composite_root_keys,
     root_keys,
 )
@@ -250,15 +251,12 @@ class SearchRegistry:
         if handwritten is not None:
             return handwritten, None
         try:
-            run = compile_expression(expression, resource_type)
+            extract = compile_root(expression, resource_type)
         except Unsupported as exc:
             LOGGER.debug("fhirpathpy fallback for %s (%s): %s", resource_type, expression, exc)
             self.fallbacks.append(f"{resource_type}: {expression}")
             fallback = _fhirpath_extractor(expression, resource_type)
             return None if fallback is None else (fallback, None)
-
-        def extract(resource: JsonObject) -> list[Node]:
-            return run([(resource, resource_type, resource_type)])
 
         if second_component is not None:
             return extract, composite_root_keys(expression, resource_type, second_component)
