@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import signal
 
 import uvicorn
 
@@ -24,6 +25,14 @@ LOGGER = logging.getLogger(__name__)
 
 class UnsafeExposure(Exception):
     """The configuration would publish patient data on a network without access control."""
+
+
+class Terminated(Exception):
+    """SIGTERM (`docker stop`, systemd): stop the way Ctrl-C does, closing every listener and store."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _is_loopback(host: str) -> bool:
@@ -73,6 +82,10 @@ async def serve(settings: Settings) -> None:
             LOGGER.info("DICOM %s listening on %s:%s", settings.dicom_aet, settings.dicom_host, dicom.port)
         LOGGER.info("FHIR API on http://%s:%s%s", settings.host, settings.port, settings.base_path)
         freeze_startup_heap()
+        # uvicorn stops on SIGTERM, then raises it again with the handler it found. Python's default
+        # ends the process there, before the listeners, the outbound recorder and the stores close:
+        # reports noted for delivery but not yet written would be lost. This handler unwinds instead.
+        signal.signal(signal.SIGTERM, _raise_terminated)
         config = uvicorn.Config(
             hub.app,
             host=settings.host,
@@ -82,4 +95,9 @@ async def serve(settings: Settings) -> None:
             limit_concurrency=settings.max_http_connections,
             access_log=False,  # request lines carry patient ids and names; AuditEvents record access
         )
-        await uvicorn.Server(config).serve()
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            LOGGER.info("stopping: closing the listeners")
+            await stack.aclose()
+            LOGGER.info("listeners closed; closing the stores")
