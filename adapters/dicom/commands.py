@@ -11,6 +11,7 @@ from typing import Any
 from adapters.base import HttpSink, JsonObject
 from adapters.dicom.turnaround import Turnaround, turnaround
 from adapters.identity import organization_identifier_system
+from fhir_server.errors import FhirError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,7 +25,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _turnaround(args: argparse.Namespace) -> int:
-    rows = asyncio.run(collect(HttpSink(args.fhir_base), args.member))
+    try:
+        rows = asyncio.run(collect(HttpSink(args.fhir_base), args.member))
+    except FhirError as exc:  # the hub is unreachable or refused the searches
+        print(exc.message, file=sys.stderr)
+        return 1
     if args.json:
         json.dump([r.__dict__ | {"met": r.met} for r in rows], sys.stdout, indent=1)
         print()

@@ -144,7 +144,11 @@ async def _replay_async(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    raw = args.file.read_bytes()
+    try:
+        raw = args.file.read_bytes()
+    except OSError as exc:
+        print(f"cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     try:
         messages = split_batch(raw) if is_batch(raw) or raw.count(b"MSH|") > 1 else [raw]
     except ParseError as exc:

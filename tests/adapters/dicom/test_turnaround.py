@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from adapters.dicom.translate import FIRST_RECEIVED_URL
 from adapters.dicom.turnaround import turnaround
 
@@ -53,3 +55,21 @@ def test_cli_parser_accepts_the_turnaround_command():
     args = parser.parse_args(["dicom", "turnaround", "--member", "org-town-a", "--json"])
     assert (args.member, args.json, args.fhir_base) == ("org-town-a", True, "http://127.0.0.1:8080/fhir")
     assert callable(args.func)
+
+
+def test_cli_reports_an_unreachable_hub_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+    import socket
+
+    from adapters.dicom.commands import add_parser
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    parser = argparse.ArgumentParser(prog="yilian")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        ["dicom", "turnaround", "--member", "org-town-a", "--fhir-base", f"http://127.0.0.1:{port}/fhir"]
+    )
+    assert args.func(args) == 1
+    assert capsys.readouterr().err.startswith(f"FHIR server at http://127.0.0.1:{port}/fhir unreachable")

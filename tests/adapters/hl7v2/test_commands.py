@@ -70,3 +70,5 @@ async def test_send_reports_unreachable_endpoint(tmp_path: Path) -> None:
         "hl7", "send", str(FIXTURES / "adt_a04_utf8.hl7"), "--port", "1", "--timeout", "2"
     )
     assert code == 1 and "cannot connect" in err
+    code, _, err = await yilian("hl7", "send", str(tmp_path / "missing.hl7"), "--port", "1")
+    assert code == 2 and err.strip() == f"cannot read {tmp_path / 'missing.hl7'}: No such file or directory"
