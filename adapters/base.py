@@ -8,6 +8,7 @@ one error tree to ACKs and DIMSE statuses.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol
 
 import httpx
@@ -55,6 +56,16 @@ class Sink(Protocol):
 
 class AdapterError(Exception):
     """Base for failures inside an adapter that are not FHIR errors (framing, charset, DIMSE)."""
+
+
+class ListenerError(AdapterError):
+    """A listener cannot open its port (taken by another process, or not an address of this host):
+    the hub does not start, and says which listener and why in one line."""
+
+
+def bind_failure(exc: OSError) -> str:
+    """Why a port could not be opened, without asyncio's restatement of the address."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 _STATUS_ERRORS: dict[int, type[FhirError]] = {

@@ -62,12 +62,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from(args)
+    from adapters.base import ListenerError
     from adapters.hl7v2.tls import TlsConfigError
     from fhir_server.serve import Terminated, UnsafeExposure, serve
 
     try:
         asyncio.run(serve(settings))
-    except (UnsafeExposure, TlsConfigError) as exc:
+    except (UnsafeExposure, TlsConfigError, ListenerError) as exc:
         LOGGER.error("%s", exc)
         return 2
     except (KeyboardInterrupt, Terminated):

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from adapters.base import Sink
+from adapters.base import ListenerError, Sink, bind_failure
 from adapters.dicom.handlers import DicomHandlers
 from adapters.dicom.instances import InstanceStore, open_instance_store
 from adapters.dicom.publish import StudyBuffer, StudyPublisher
@@ -78,7 +78,17 @@ async def start_dicom(settings: Settings, sink: Sink, port: int | None = None) -
         pool = WorkerPool(config, settings.dicom_workers, handlers.on_worker_released)
     bind_port = settings.dicom_port if port is None else port
     dispatch = pool.dispatch if pool is not None else None
-    server = await asyncio.to_thread(start_server, ae, settings.dicom_host, bind_port, handlers, dispatch)
+    try:
+        server = await asyncio.to_thread(start_server, ae, settings.dicom_host, bind_port, handlers, dispatch)
+    except OSError as exc:
+        if pool is not None:
+            await asyncio.to_thread(pool.close)
+        await buffer.close()
+        store.leave_clean_mark()  # nothing was received
+        store.close()
+        raise ListenerError(
+            f"DICOM cannot listen on {settings.dicom_host}:{bind_port}: {bind_failure(exc)}"
+        ) from exc
     bound = int(server.server_address[1])
     log.info("DICOM listener %s on %s:%d", settings.dicom_aet, settings.dicom_host, bound)
     return DicomService(bound, store, publisher, buffer, server, pool)

@@ -17,7 +17,7 @@ import ssl
 from collections import deque
 from dataclasses import dataclass
 
-from adapters.base import Sink
+from adapters.base import ListenerError, Sink, bind_failure
 from adapters.hl7v2.journal import Journal
 from adapters.hl7v2.mllp import Frame, FrameDecoder, Garbage, Oversize, frame
 from adapters.hl7v2.parse import ParseError, is_batch, split_batch
@@ -253,18 +253,24 @@ async def start_mllp(settings: Settings, sink: Sink, port: int | None = None) ->
     `port` overrides settings.mllp_port (0 = an ephemeral port, for tests); the CLI does not call this
     when settings.mllp_port is 0 (disabled).
     """
+    tls = server_context(settings)  # a bad certificate stops start-up before anything is opened
     journal = Journal(settings.resolved_journal_path())
     pipeline = Pipeline(settings, sink, journal)
     await pipeline.start()
     service = MllpService(settings, pipeline, journal)
     bind_port = settings.mllp_port if port is None else port
     loop = asyncio.get_running_loop()
-    tls = server_context(settings)
-    service.server = await loop.create_server(
-        (lambda: _TlsAcceptor(service, tls)) if tls is not None else (lambda: _Connection(service)),
-        settings.mllp_host,
-        bind_port,
-    )
+    try:
+        service.server = await loop.create_server(
+            (lambda: _TlsAcceptor(service, tls)) if tls is not None else (lambda: _Connection(service)),
+            settings.mllp_host,
+            bind_port,
+        )
+    except OSError as exc:
+        await service.close()
+        raise ListenerError(
+            f"MLLP cannot listen on {settings.mllp_host}:{bind_port}: {bind_failure(exc)}"
+        ) from exc
     service.port = service.server.sockets[0].getsockname()[1]
     mode = ("TLS, client certificates required" if settings.mllp_tls_ca else "TLS") if tls else "plain"
     log.info("MLLP listener on %s:%d, %s (journal %s)", settings.mllp_host, service.port, mode, journal.path)

@@ -368,3 +368,27 @@ async def test_a_dead_storage_worker_is_replaced(tmp_path):
         assert len(service.instances.study(study)) == 1
     finally:
         await service.close()
+
+
+def _worker_processes() -> list[str]:
+    """Child processes of this test process that are DICOM workers (read from /proc)."""
+    children = [
+        pid for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()
+    ]
+    return [pid for pid in children if b"adapters.dicom.workers" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+async def test_a_taken_port_is_one_clear_error_and_nothing_left_running(tmp_path: Path) -> None:
+    import socket
+
+    from adapters.base import ListenerError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ListenerError, match=f"DICOM cannot listen on 127.0.0.1:{port}: Address already"):
+            await start_dicom(_settings(tmp_path, dicom_workers=1), RecordingSink(), port=port)
+    assert _worker_processes() == []  # the worker pool was closed again
+    service = await start_dicom(_settings(tmp_path), RecordingSink(), port=0)  # the store is reusable
+    await service.close()

@@ -351,3 +351,19 @@ async def test_connection_limit_refuses_extra_peers(hl7_settings: Any, hl7_hub: 
             assert msa(ack)[1] == "AA"
     finally:
         await service.close()
+
+
+async def test_a_taken_port_is_one_clear_error(hl7_settings: Any, hl7_hub: Any) -> None:
+    import socket
+
+    from adapters.base import ListenerError
+    from adapters.hl7v2.listener import start_mllp
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ListenerError, match=f"MLLP cannot listen on 127.0.0.1:{port}: Address already"):
+            await start_mllp(hl7_settings, hl7_hub.sink, port=port)
+    service = await start_mllp(hl7_settings, hl7_hub.sink, port=0)  # the journal was closed, not held
+    await service.close()
