@@ -17,6 +17,7 @@ from adapters.hl7v2.mllp import Frame, FrameDecoder, frame
 from adapters.hl7v2.outbound import OruDelivery
 from adapters.hl7v2.parse import parse
 from fhir_server.hub import Hub
+from fhir_server.interactions.events import ResourceChanged
 from fhir_server.settings import Settings
 from tests.adapters.hl7v2.conftest import sample
 from tests.adapters.hl7v2.test_commands import yilian
@@ -26,13 +27,6 @@ from tests.adapters.hl7v2.test_commands import yilian
 class Change:
     resource_type: str
     resource: dict[str, Any] | None
-
-
-@dataclass
-class OrderChange:
-    resource_type: str
-    resource: dict[str, Any] | None
-    id: str
 
 
 class MemberHis:
@@ -167,10 +161,9 @@ async def test_reports_for_orders_the_performer_placed_are_not_noted(hl7_setting
     (most reports) never reaches the outbox; any other report is noted for `target()` to decide."""
     delivery = OruDelivery(hl7_settings, sink=None)  # type: ignore[arg-type]  # nothing is read here
 
-    def order(requester: str) -> OrderChange:
-        return OrderChange(
-            "ServiceRequest", {"resourceType": "ServiceRequest", "requester": {"reference": requester}}, "o1"
-        )
+    def order(requester: str) -> ResourceChanged:
+        body = {"resourceType": "ServiceRequest", "id": "o1", "requester": {"reference": requester}}
+        return ResourceChanged("ServiceRequest", "o1", 1, "PUT", body)
 
     report = {
         "resourceType": "DiagnosticReport",
@@ -185,7 +178,7 @@ async def test_reports_for_orders_the_performer_placed_are_not_noted(hl7_setting
     await delivery.on_change(Change("DiagnosticReport", report))  # the lab's own order: not noted
     await delivery.on_change(order("Organization/township"))  # the order's latest version counts
     await delivery.on_change(Change("DiagnosticReport", report))
-    await delivery.on_change(OrderChange("ServiceRequest", None, "o1"))  # deleted: forgotten
+    await delivery.on_change(ResourceChanged("ServiceRequest", "o1", 2, "DELETE", None))  # forgotten
     await delivery.on_change(Change("DiagnosticReport", report))
     assert delivery._incoming == [("DiagnosticReport/r1", "1")] * 3
     delivery.outbox.close()
