@@ -29,7 +29,7 @@ from fhir_server.storage.protocol import HistoryRequest, NewVersion, SearchPage,
 from fhir_server.storage.sqlite import search as sqlite_search
 from fhir_server.storage.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 from fhir_server.storage.sqlite.history import compile_history
-from fhir_server.storage.sqlite.index import SectionIndex, rewrite_index
+from fhir_server.storage.sqlite.index import SectionIndex, Statement, rewrite_index, run_statements
 from fhir_server.storage.sqlite.matches import MatchCache
 from fhir_server.storage.sqlite.schema import schema_ddl
 from fhir_server.storage.timestamps import instant_to_us
@@ -46,7 +46,8 @@ def _row_to_version(row: Sequence[Any]) -> StoredVersion:
 
 
 def _connect(path: Path | str) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    # the statement cache holds the multi-row index INSERTs (`index.bulk_inserts`) beside the rest
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, cached_statements=256)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=OFF")
@@ -86,14 +87,18 @@ class _CommitGroup:
 class SqliteWriteTransaction:
     """The serialised write section of one SqliteStore (one `BEGIN IMMEDIATE` transaction)."""
 
-    def __init__(self, conn: sqlite3.Connection, matches: MatchCache) -> None:
+    def __init__(self, conn: sqlite3.Connection, matches: MatchCache, max_params: int) -> None:
         self._conn = conn
-        self._index = SectionIndex()
+        self._index = SectionIndex(max_params)
         self._matches = matches
 
     def flush(self) -> None:
-        """Write the section's buffered index rows (before a search, and when the section ends)."""
+        """Write the section's buffered index rows now (before a search)."""
         self._index.flush(self._conn)
+
+    def take_index(self) -> list[Statement]:
+        """The INSERTs of the buffered index rows, for the store to run when the section has ended."""
+        return self._index.take()
 
     async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         return _current(self._conn, resource_type, resource_id)
@@ -232,12 +237,17 @@ class SqliteStore:
         self._matches = MatchCache()
         self._data_version: int | None = None  # the writer's `PRAGMA data_version` when a group began
         self._checkpointer: Checkpointer | None = None
+        # The index INSERTs of the group's last section, run by the commit thread or, if another
+        # section follows, before it starts (`_run_deferred`).
+        self._deferred: list[Statement] = []
+        self._max_params = 999
 
     async def open(self) -> None:
         if isinstance(self._path, Path) and str(self._path) != ":memory:":
             self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._writer = _connect(self._path)
+            self._max_params = self._writer.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             for ddl in schema_ddl():
                 self._writer.execute(ddl)
             if str(self._path) != ":memory:":  # a database file: WAL copied back on a thread of its own
@@ -341,6 +351,8 @@ class SqliteStore:
                 if durable and self._group is not None and not self._group.durable:
                     await self._commit(conn, self._group)
                 group = self._open_group(conn, durable)
+                if self._deferred:
+                    self._run_deferred(conn, group)
                 done = group.join()
                 # The first section of a group needs no savepoint: if it fails, the whole transaction
                 # is rolled back, and nothing else is in it. A savepoint copies every page a section
@@ -350,9 +362,9 @@ class SqliteStore:
                 if not alone:
                     conn.execute("SAVEPOINT section")
                 try:
-                    section = SqliteWriteTransaction(conn, self._matches)
+                    section = SqliteWriteTransaction(conn, self._matches, self._max_params)
                     yield section
-                    section.flush()
+                    deferred = section.take_index()
                 except BaseException:
                     self._matches.clear()
                     if alone:
@@ -365,6 +377,7 @@ class SqliteStore:
                     raise
                 if not alone:
                     conn.execute("RELEASE section")
+                self._deferred = deferred
                 group.sections += 1
                 await self._maybe_commit(conn, group)
         finally:
@@ -376,14 +389,32 @@ class SqliteStore:
                 task.add_done_callback(self._orphans.discard)
         await done
 
-    def _abandon(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
-        """Roll back a group whose only section failed; the next section begins a new one."""
+    def _abandon(
+        self, conn: sqlite3.Connection, group: _CommitGroup, error: BaseException | None = None
+    ) -> None:
+        """Roll back a group whose only section failed (or whose earlier sections' index rows could
+        not be written: `error` for their writers); the next section begins a new one."""
         self._group = None
+        self._deferred = []
         try:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             LOGGER.exception("rollback of a failed write section failed")
-        group.finish(None)
+        group.finish(error)
+
+    def _run_deferred(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
+        """Insert the previous section's index rows before this section reads or rewrites any.
+
+        A failure here belongs to sections that have already ended: the whole group is rolled back and
+        every writer in it, this one included, gets the error."""
+        statements, self._deferred = self._deferred, []
+        try:
+            run_statements(conn, statements)
+        except sqlite3.Error as exc:
+            self._matches.clear()
+            error = StorageError(f"writing the index failed, nothing was written: {exc}")
+            self._abandon(conn, group, error)
+            raise error from exc
 
     def _open_group(self, conn: sqlite3.Connection, durable: bool) -> _CommitGroup:
         if self._group is None:
@@ -432,7 +463,11 @@ class SqliteStore:
             raise asyncio.CancelledError
 
     def _commit_sync(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
+        """The last section's index rows, then COMMIT: on this thread SQLite works without the GIL,
+        so a large section's index inserts run on the other core while the event loop goes on."""
+        statements, self._deferred = self._deferred, []
         try:
+            run_statements(conn, statements)
             conn.execute("COMMIT")
             self._unsynced = not group.durable  # commits are serialised: no other thread writes it
             if self._checkpointer is not None:
