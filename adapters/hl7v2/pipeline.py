@@ -3,8 +3,10 @@
 Two stages in sequence, each a task: the journal stage takes every message queued since its last round
 (up to `max_batch`) and journals them with one fsync; the apply stage translates and applies that group
 (one store transaction for messages about different patients, `coalesce.py`) while the journal stage
-is already writing the next group. A quiet link still gets its ACK after one round trip; under load
-many messages share one fsync. Order is arrival order through both FIFO stages, hence per patient.
+is already writing the next group. The apply stage translates a round while the round before it is
+still in the store's commit thread, and applies it only when that one is done. A quiet link still gets
+its ACK after one round trip; under load many messages share one fsync. Order is arrival order through
+both FIFO stages, hence per patient.
 
 Nothing is acknowledged before its journal commit returns (fsync). The journal, not the store, is what
 makes an acknowledged message survive a power cut, so a round's store transaction commits without its
@@ -174,18 +176,70 @@ class Pipeline:
             await self._journaled.put((batch, appended))
 
     async def _apply_stage(self) -> None:
-        while True:
-            batch, appended = await self._journaled.get()
-            # Groups journaled while the last round was applied go into one round: its fixed cost (the
-            # store's commit fsync, the carry-over search) is then shared by more messages.
-            while not self._journaled.empty() and len(batch) < self.max_batch:
-                more, more_appended = self._journaled.get_nowait()
-                batch, appended = batch + more, appended + more_appended
-            try:
-                await self._round(batch, appended)
-            except Exception:  # a bug here must not stop the listener; the messages stay journaled
-                log.exception("HL7 pipeline round failed; %d message(s) left unacknowledged", len(batch))
-                _cancel(batch)
+        """Rounds in order, each translated while the one before is still being stored.
+
+        Why the overlap: a round's store work ends in a thread (its index rows and COMMIT, where SQLite
+        releases the GIL), and translating the next round meanwhile keeps the event loop busy on the
+        one core while the other finishes the store's part."""
+        applying: asyncio.Task[None] | None = None
+        try:
+            while True:
+                batch, appended = await self._journaled.get()
+                # Groups journaled while the last round was applied go into one round: its fixed cost
+                # (the store's commit, the carry-over search) is then shared by more messages.
+                self._take_journaled(batch, appended)
+                works = self._prepare(batch, appended)
+                if works is None:
+                    continue
+                if applying is not None:
+                    await applying
+                    more: list[Received] = []
+                    more_appended: list[Appended] = []
+                    self._take_journaled(more, more_appended, len(batch))
+                    if more and (more_works := self._prepare(more, more_appended)) is not None:
+                        works.extend(more_works)
+                        batch, appended = batch + more, appended + more_appended
+                applying = asyncio.create_task(self._finish_round(batch, appended, works))
+        finally:
+            if applying is not None and not applying.done():
+                applying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await applying
+
+    def _take_journaled(self, batch: list[Received], appended: list[Appended], held: int = 0) -> None:
+        while not self._journaled.empty() and held + len(batch) < self.max_batch:
+            more, more_appended = self._journaled.get_nowait()
+            batch.extend(more)
+            appended.extend(more_appended)
+
+    def _prepare(self, batch: list[Received], appended: list[Appended]) -> list[_Work] | None:
+        """Translate a round's new messages (re-sends are answered from their original's outcome);
+        None when a translator failed unexpectedly: the messages stay journaled, unacknowledged."""
+        try:
+            return self._translate_all(
+                [
+                    _entry(item, app)
+                    for item, app in zip(batch, appended, strict=True)
+                    if app.duplicate_of is None
+                ],
+                {app.id: item.oversize for item, app in zip(batch, appended, strict=True) if item.oversize},
+            )
+        except Exception:  # a bug in a translator must not stop the listener: its round is applied empty
+            log.exception("HL7 round translation failed; %d message(s) left unacknowledged", len(batch))
+            _cancel(batch)
+            return None
+
+    async def _finish_round(
+        self, batch: list[Received], appended: list[Appended], works: list[_Work]
+    ) -> None:
+        try:
+            await self._round(batch, appended, works)
+        except asyncio.CancelledError:  # closing: journaled, so recovery finishes them
+            _cancel(batch)
+            raise
+        except Exception:  # a bug here must not stop the listener; the messages stay journaled
+            log.exception("HL7 pipeline round failed; %d message(s) left unacknowledged", len(batch))
+            _cancel(batch)
 
     async def _sync_stage(self) -> None:
         while True:
@@ -210,26 +264,8 @@ class Pipeline:
         if not self._unsynced:
             self._has_unsynced.clear()
 
-    async def _round(self, batch: list[Received], appended: list[Appended]) -> None:
-        fresh = [(item, app) for item, app in zip(batch, appended, strict=True) if app.duplicate_of is None]
-        entries = [
-            Entry(
-                app.id,
-                item.received_at.isoformat(),
-                item.peer,
-                "",
-                None,
-                "",
-                "received",
-                None,
-                None,
-                item.raw,
-                0,
-            )
-            for item, app in fresh
-        ]
-        oversize = {app.id: item.oversize for item, app in fresh if item.oversize}
-        outcomes = {o.id: o for o in await self.process_entries(entries, oversize, deferred=True)}
+    async def _round(self, batch: list[Received], appended: list[Appended], works: list[_Work]) -> None:
+        outcomes = {o.id: o for o in await self._apply_works(works, deferred=True)}
         for item, app in zip(batch, appended, strict=True):
             if app.duplicate_of is not None:
                 log.info("HL7 message %d re-sent by %s: answered with the original ACK", app.id, item.peer)
@@ -259,7 +295,13 @@ class Pipeline:
 
         `deferred` (the listener's rounds): the store commits without fsync and applied outcomes are
         journaled by the sync stage; recovery and replay write durably and journal at once."""
-        works = [self._translate(e, (oversize or {}).get(e.id, 0)) for e in entries]
+        return await self._apply_works(self._translate_all(entries, oversize), deferred=deferred)
+
+    def _translate_all(self, entries: list[Entry], oversize: dict[int, int] | None = None) -> list[_Work]:
+        return [self._translate(e, (oversize or {}).get(e.id, 0)) for e in entries]
+
+    async def _apply_works(self, works: list[_Work], *, deferred: bool) -> list[Outcome]:
+        """Apply translated messages in groups, then journal (or hold for the sync stage) outcomes."""
         ready = [(w, w.translation) for w in works if w.translation is not None]
         keys = [t.patient_key if t.complete is None else None for _, t in ready]
         for group in groups(keys, self.max_batch):
@@ -389,6 +431,13 @@ class Pipeline:
             or None
         )
         return Outcome(work.entry_id, status, error, ack)
+
+
+def _entry(item: Received, app: Appended) -> Entry:
+    """A just-journaled message as the journal would return it, without reading it back."""
+    return Entry(
+        app.id, item.received_at.isoformat(), item.peer, "", None, "", "received", None, None, item.raw, 0
+    )
 
 
 def entry_received_at(entry: Entry) -> dt.datetime:

@@ -262,10 +262,13 @@ async def test_one_failing_message_in_a_merged_round_fails_alone(
 
 
 async def test_per_patient_order_kept_within_a_burst(mllp: MllpService, fhir: httpx.AsyncClient) -> None:
+    """More updates of one patient than a round holds (`max_batch`): each round is translated while the
+    one before is still being stored, and the rounds must still land in arrival order."""
     base = sample("adt_a28_duplicate_record")
+    count = 3 * mllp.pipeline.max_batch
     msgs = [
         base.replace(b"ADT0006", f"ORD{i}".encode()).replace("王^五".encode(), f"王^{i}".encode())
-        for i in range(40)
+        for i in range(count)
     ]
     async with MllpClient("127.0.0.1", mllp.port, timeout=30) as client:
         for m in msgs:
@@ -274,8 +277,8 @@ async def test_per_patient_order_kept_within_a_burst(mllp: MllpService, fhir: ht
         acks = [await client.receive() for _ in msgs]
     assert all(msa(a)[1] == "AA" for a in acks)
     [patient] = await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0100")
-    assert patient["name"][0]["given"] == ["39"]  # the last update wins
-    assert patient["meta"]["versionId"] == "40"
+    assert patient["name"][0]["given"] == [str(count - 1)]  # the last update wins
+    assert patient["meta"]["versionId"] == str(count)
 
 
 async def test_a40_merge_links_patients_and_moves_references(
