@@ -75,11 +75,9 @@ def write_index(conn: sqlite3.Connection, rid: int, entries: IndexEntries) -> No
 Statement = tuple[str, list[object]]
 """SQL text and its flat parameters."""
 
-_CHUNKS = (1024, 256, 64, 16, 4, 1)
-"""Rows per multi-row INSERT: a table's rows go out in the fewest statements of these sizes, so the
-writer's statement cache holds a few texts per table rather than one per row count. Sizes whose
-parameters exceed the library's limit (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766 since SQLite 3.32 but 999
-in older builds) are skipped."""
+MAX_CHUNK = 1024
+"""Most rows per INSERT, fewer where the library's parameter limit (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766
+since SQLite 3.32 but 999 in older builds) demands it."""
 DEFAULT_MAX_PARAMS = 32766
 
 
@@ -93,23 +91,28 @@ def _bulk_insert_sql(table: str, rows: int) -> str:
 def bulk_inserts(
     table: str, rows: list[tuple[object, ...]], max_params: int = DEFAULT_MAX_PARAMS
 ) -> list[Statement]:
-    """Multi-row INSERTs of `rows` (each ending with its rid).
+    """Multi-row INSERTs of `rows` (each ending with its rid): one per table for up to `MAX_CHUNK` rows.
 
     Why not `executemany`: it binds and steps row by row, holding the GIL between rows. A multi-row
-    INSERT is one step per chunk, during which SQLite releases the GIL, so the commit thread can insert
-    a round's index rows on the other core while the event loop goes on (`SqliteStore._commit_sync`);
-    it is also ~15% less work than `executemany` where it does run on the loop.
+    INSERT is one step, during which SQLite releases the GIL, so the commit thread can insert a round's
+    index rows on the other core while the event loop goes on (`SqliteStore._commit_sync`); it is also
+    less work than `executemany` where it does run on the loop.
+
+    A chunk is padded to a power of two by repeating its last row, which `OR IGNORE` drops (every
+    column is in the key): the writer's statement cache then holds a few texts per table rather than
+    one per row count, at the cost of a key lookup per padding row.
     """
-    statements: list[Statement] = []
-    start = 0
     width = len(ROW_COLUMNS[table]) + 1
-    for size in _CHUNKS:
-        if size > 1 and size * width > max_params:
-            continue
-        while len(rows) - start >= size:
-            chunk = rows[start : start + size]
-            statements.append((_bulk_insert_sql(table, size), [v for row in chunk for v in row]))
-            start += size
+    largest = MAX_CHUNK
+    while largest > 1 and largest * width > max_params:
+        largest //= 2
+    statements: list[Statement] = []
+    for start in range(0, len(rows), largest):
+        chunk = rows[start : start + largest]
+        size = 1 << (len(chunk) - 1).bit_length()
+        params = [v for row in chunk for v in row]
+        params.extend(list(chunk[-1]) * (size - len(chunk)))
+        statements.append((_bulk_insert_sql(table, size), params))
     return statements
 
 
@@ -137,6 +140,12 @@ class SectionIndex:
         self._bare.add(rid)
         if entries is not None:
             self._rows[rid] = entries
+
+    def rows(self) -> int:
+        """How many index rows are buffered."""
+        return sum(
+            len(getattr(entries, attr)) for entries in self._rows.values() for _k, attr in TABLES.values()
+        )
 
     def take(self) -> list[Statement]:
         """The INSERTs of every buffered row, which leave the buffer: the caller runs them."""

@@ -17,7 +17,7 @@ from fhir_server.search.parse import parse_search
 from fhir_server.storage.protocol import NewVersion
 from fhir_server.storage.sqlite.index import bulk_inserts, run_statements
 from fhir_server.storage.sqlite.schema import schema_ddl
-from fhir_server.storage.sqlite.store import SqliteStore
+from fhir_server.storage.sqlite.store import THREAD_INDEX_ROWS, SqliteStore
 from tests.contract.search_support import shared_registry
 
 
@@ -31,8 +31,8 @@ def test_bulk_inserts_write_every_row_once(count: int, max_params: int) -> None:
     rows: list[tuple[object, ...]] = [(7, "urn:s", f"c{i}", "", i % 50) for i in range(count)]
     statements = bulk_inserts("idx_token", rows, max_params)
     assert all(len(params) <= max_params for _sql, params in statements)
-    largest = 1024 if max_params > 1024 * 5 else 64
-    assert len(statements) <= count // largest + 3 * 5  # a few per chunk size, not one per row
+    largest = 1024 if max_params > 1024 * 5 else 128
+    assert len(statements) == -(-count // largest)  # one per chunk of `largest` rows, not one per row
     run_statements(conn, statements)
     stored = conn.execute(
         "SELECT param, system, code, text, rid FROM idx_token ORDER BY rid, code"
@@ -64,11 +64,15 @@ async def _found(store: SqliteStore, value: str) -> list[str]:
     return [v.id for v in (await store.search(query)).resources]
 
 
-async def test_sections_of_one_commit_group_see_and_replace_each_others_index(tmp_path: Path) -> None:
-    """Three writers queue for the lock: they share one commit group. The first section's rows are
-    inserted when the second starts, so its search finds them and its update replaces them; a third
-    section that fails leaves the second's rows in place."""
-    store = SqliteStore(tmp_path / "g.db")
+@pytest.mark.parametrize("thread_rows", [0, THREAD_INDEX_ROWS], ids=["commit-thread", "loop"])
+async def test_sections_of_one_commit_group_see_and_replace_each_others_index(
+    tmp_path: Path, thread_rows: int
+) -> None:
+    """Three writers queue for the lock: they share one commit group. With the commit thread inserting
+    index rows (`thread_rows` 0: every section counts as large), the first section's rows are inserted
+    when the second starts, so its search finds them and its update replaces them; a third section that
+    fails leaves the second's rows in place. Small sections insert their rows themselves: same answers."""
+    store = SqliteStore(tmp_path / "g.db", thread_index_rows=thread_rows)
     await store.open()
     try:
         seen: list[list[tuple[str, str]]] = []
@@ -104,7 +108,7 @@ async def test_sections_of_one_commit_group_see_and_replace_each_others_index(tm
 async def test_a_failing_index_insert_fails_the_whole_group(tmp_path: Path) -> None:
     """Rows that cannot be inserted after their section ended fail its commit group: every writer in
     it gets the error and nothing of the group is stored."""
-    store = SqliteStore(tmp_path / "f.db")
+    store = SqliteStore(tmp_path / "f.db", thread_index_rows=0)
     await store.open()
     try:
         assert store._writer is not None
