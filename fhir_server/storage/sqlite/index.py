@@ -79,6 +79,7 @@ MAX_CHUNK = 1024
 """Most rows per INSERT, fewer where the library's parameter limit (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766
 since SQLite 3.32 but 999 in older builds) demands it."""
 DEFAULT_MAX_PARAMS = 32766
+PAD_BELOW = 16
 
 
 @functools.cache
@@ -91,28 +92,34 @@ def _bulk_insert_sql(table: str, rows: int) -> str:
 def bulk_inserts(
     table: str, rows: list[tuple[object, ...]], max_params: int = DEFAULT_MAX_PARAMS
 ) -> list[Statement]:
-    """Multi-row INSERTs of `rows` (each ending with its rid): one per table for up to `MAX_CHUNK` rows.
+    """Multi-row INSERTs of `rows` (each ending with its rid): a handful per table.
 
     Why not `executemany`: it binds and steps row by row, holding the GIL between rows. A multi-row
     INSERT is one step, during which SQLite releases the GIL, so the commit thread can insert a round's
     index rows on the other core while the event loop goes on (`SqliteStore._commit_sync`); it is also
     less work than `executemany` where it does run on the loop.
 
-    A chunk is padded to a power of two by repeating its last row, which `OR IGNORE` drops (every
-    column is in the key): the writer's statement cache then holds a few texts per table rather than
-    one per row count, at the cost of a key lookup per padding row.
+    Rows go out in power-of-two chunks, largest first, and the last few (under `PAD_BELOW`) are padded
+    up to a power of two by repeating the last row, which `OR IGNORE` drops (every column is in the
+    key): the writer's statement cache then holds a dozen texts per table rather than one per row
+    count, and at most `PAD_BELOW - 1` padding rows cost a key lookup each.
     """
     width = len(ROW_COLUMNS[table]) + 1
     largest = MAX_CHUNK
     while largest > 1 and largest * width > max_params:
         largest //= 2
     statements: list[Statement] = []
-    for start in range(0, len(rows), largest):
-        chunk = rows[start : start + largest]
-        size = 1 << (len(chunk) - 1).bit_length()
+    start, left = 0, len(rows)
+    while left:
+        size = min(largest, 1 << (left.bit_length() - 1))
+        if left < PAD_BELOW:
+            size = min(largest, 1 << (left - 1).bit_length())
+        chunk = rows[start : start + size]
         params = [v for row in chunk for v in row]
         params.extend(list(chunk[-1]) * (size - len(chunk)))
         statements.append((_bulk_insert_sql(table, size), params))
+        start += len(chunk)
+        left -= len(chunk)
     return statements
 
 
