@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from fhir_server.storage.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 from fhir_server.storage.sqlite.history import compile_history
 from fhir_server.storage.sqlite.index import SectionIndex, Statement, rewrite_index, run_statements
 from fhir_server.storage.sqlite.matches import MatchCache
+from fhir_server.storage.sqlite.readers import ReaderPool
 from fhir_server.storage.sqlite.schema import schema_ddl
 from fhir_server.storage.timestamps import instant_to_us
 
@@ -194,42 +193,6 @@ def _current(conn: sqlite3.Connection, resource_type: str, resource_id: str) -> 
     return _row_to_version(row) if row else None
 
 
-class _ReaderPool:
-    """Worker threads with a read connection each, for searches and history.
-
-    Why: a point read costs microseconds and stays on the event loop, but a search that sorts or
-    counts many matches can take hundreds of milliseconds; on the loop it would stall every other
-    request, MLLP ACKs and DICOM responses included. SQLite releases the GIL while it works.
-    """
-
-    def __init__(self, path: Path | str, size: int) -> None:
-        self._path = path
-        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="sqlite-read")
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-
-    def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self._path)
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
-
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: work(self._connection()))
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-
-
 class SqliteStore:
     """ResourceStore over one SQLite database file."""
 
@@ -244,7 +207,7 @@ class SqliteStore:
         self._path = path
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None  # point reads, on the loop (microseconds)
-        self._readers: _ReaderPool | None = None  # searches and history, on worker threads
+        self._readers: ReaderPool | None = None  # searches and history, on worker threads
         self._search_threads = search_threads
         self._write_lock = asyncio.Lock()
         self._pending = 0  # sections entered and not yet finished (waiting for the lock included)
@@ -274,7 +237,7 @@ class SqliteStore:
                 self._checkpointer = Checkpointer(Path(self._path), _connect)
                 self._writer.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             self._reader = _connect(self._path)
-            self._readers = _ReaderPool(self._path, self._search_threads)
+            self._readers = ReaderPool(self._path, self._search_threads, _connect)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open SQLite database {self._path}: {exc}") from exc
 
@@ -329,7 +292,7 @@ class SqliteStore:
         return await self._pool.run(lambda conn: sqlite_search.execute_search(conn, query))
 
     @property
-    def _pool(self) -> _ReaderPool:
+    def _pool(self) -> ReaderPool:
         if self._readers is None:
             raise StorageError("SQLite store is not open")
         return self._readers
