@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -34,7 +34,6 @@ from fhir_server.storage.sqlite.schema import schema_ddl
 from fhir_server.storage.timestamps import instant_to_us
 
 LOGGER = logging.getLogger(__name__)
-T = TypeVar("T")
 
 THREAD_INDEX_ROWS = 256
 """A section with at least this many index rows has them inserted by the commit thread."""
