@@ -63,15 +63,6 @@ def index_ddl() -> list[str]:
     return ddl
 
 
-def write_index(conn: sqlite3.Connection, rid: int, entries: IndexEntries) -> None:
-    """Insert the index rows of `rid` (inside the write transaction; the store deletes old rows first)."""
-    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    for table, (_key, attr) in TABLES.items():
-        rows = getattr(entries, attr)
-        if rows:
-            run_statements(conn, bulk_inserts(table, [(*row, rid) for row in rows], limit))
-
-
 Statement = tuple[str, list[object]]
 """SQL text and its flat parameters."""
 
@@ -173,6 +164,15 @@ class SectionIndex:
 def run_statements(conn: sqlite3.Connection, statements: list[Statement]) -> None:
     for sql, params in statements:
         conn.execute(sql, params)
+
+
+def write_index(conn: sqlite3.Connection, rid: int, entries: IndexEntries) -> None:
+    """Insert the index rows of `rid` (inside the write transaction; the store deletes old rows first)."""
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    for table, (_key, attr) in TABLES.items():
+        rows = getattr(entries, attr)
+        if rows:
+            run_statements(conn, bulk_inserts(table, [(*row, rid) for row in rows], limit))
 
 
 def delete_index(conn: sqlite3.Connection, rid: int) -> None:
