@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.hl7v2.listener import start_mllp  # noqa: E402
 from adapters.hl7v2.outbound import OruDelivery  # noqa: E402
-from fhir_server.hub import freeze_startup_heap, open_hub  # noqa: E402
+from fhir_server.hub import open_hub, tune_for_serving  # noqa: E402
 from fhir_server.settings import Settings  # noqa: E402
 
 
@@ -79,7 +79,7 @@ async def main() -> None:
             if not args.null_sink:
                 hub.service.events.subscribe(delivery.on_change)
                 delivery.start()
-            freeze_startup_heap()  # as `yilian serve` does once its listeners are up
+            tune_for_serving()  # as `yilian serve` does once its listeners are up
             try:
                 await load(service.port, "warm", "throughput", "--messages", "200", "--window", "16")
                 profiler = cProfile.Profile() if args.profile else None

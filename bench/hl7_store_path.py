@@ -28,7 +28,7 @@ from adapters.hl7v2.coalesce import merge  # noqa: E402
 from adapters.hl7v2.parse import parse  # noqa: E402
 from adapters.hl7v2.router import build_router  # noqa: E402
 from adapters.hl7v2.transaction import Context  # noqa: E402
-from fhir_server.hub import freeze_startup_heap, open_hub  # noqa: E402
+from fhir_server.hub import open_hub, tune_for_serving  # noqa: E402
 from fhir_server.interactions.bundles import transaction  # noqa: E402
 from fhir_server.settings import Settings  # noqa: E402
 
@@ -48,7 +48,7 @@ async def main() -> None:
     translate_us = (time.perf_counter() - started) / args.messages * 1e6
     with tempfile.TemporaryDirectory() as tmp:
         async with open_hub(Settings(db=Path(tmp) / "hub.db")) as hub:
-            freeze_startup_heap()  # as `yilian serve` does
+            tune_for_serving()  # as `yilian serve` does
             bundles = [
                 merge([t.bundle for t in translations[i : i + args.group]])
                 for i in range(0, args.messages, args.group)

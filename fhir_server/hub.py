@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -122,6 +123,21 @@ async def open_hub(settings: Settings, store: ResourceStore | None = None) -> As
 
 
 GC_THRESHOLDS = (20_000, 50, 100)
+GIL_SWITCH_INTERVAL_S = 0.0002
+
+
+def tune_for_serving() -> None:
+    """Process settings for a serving hub, called once by the process that serves, after every
+    listener is up: the start-up heap frozen (`freeze_startup_heap`) and a short GIL switch interval.
+
+    Why the switch interval: the SQLite writer thread (`storage/sqlite/writer.py`) releases the GIL
+    for each statement it steps and needs it back to start the next. With the default 5 ms it waited
+    up to that long each time for the busy event loop to let go, so a large write's inserts piled up
+    until its COMMIT instead of running beside the loop. The threads here (writer, readers, journal,
+    checkpoint) hold the GIL only between C calls, so a shorter slice costs little: HL7 ingest end to
+    end, alternating runs, ~820 -> ~880 msg/s."""
+    freeze_startup_heap()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
 def freeze_startup_heap() -> None:

@@ -17,7 +17,7 @@ from adapters.dicom.dicomweb import build_dicomweb_app
 from adapters.dicom.service import start_dicom
 from adapters.hl7v2.listener import start_mllp
 from adapters.hl7v2.outbound import OruDelivery
-from fhir_server.hub import freeze_startup_heap, open_hub
+from fhir_server.hub import open_hub, tune_for_serving
 from fhir_server.settings import Settings
 
 LOGGER = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ async def serve(settings: Settings) -> None:
             hub.app.mount("/dicomweb", build_dicomweb_app(settings, hub.sink, dicom.instances))
             LOGGER.info("DICOM %s listening on %s:%s", settings.dicom_aet, settings.dicom_host, dicom.port)
         LOGGER.info("FHIR API on http://%s:%s%s", settings.host, settings.port, settings.base_path)
-        freeze_startup_heap()
+        tune_for_serving()
         # uvicorn stops on SIGTERM, then raises it again with the handler it found. Python's default
         # ends the process there, before the listeners, the outbound recorder and the stores close:
         # reports noted for delivery but not yet written would be lost. This handler unwinds instead.

@@ -4,7 +4,7 @@ Two stages in sequence, each a task: the journal stage takes every message queue
 (up to `max_batch`) and journals them with one fsync; the apply stage translates and applies that group
 (one store transaction for messages about different patients, `coalesce.py`) while the journal stage
 is already writing the next group. The apply stage translates a round while the round before it is
-still in the store's commit thread, and applies it only when that one is done. A quiet link still gets
+still in the store's writer thread, and applies it only when that one is done. A quiet link still gets
 its ACK after one round trip; under load many messages share one fsync. Order is arrival order through
 both FIFO stages, hence per patient.
 
@@ -178,7 +178,7 @@ class Pipeline:
     async def _apply_stage(self) -> None:
         """Rounds in order, each translated while the one before is still being stored.
 
-        Why the overlap: a round's store work ends in a thread (its index rows and COMMIT, where SQLite
+        Why the overlap: a round's store work ends in a thread (its last rows and COMMIT, where SQLite
         releases the GIL), and translating the next round meanwhile keeps the event loop busy on the
         one core while the other finishes the store's part."""
         applying: asyncio.Task[None] | None = None

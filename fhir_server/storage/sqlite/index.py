@@ -74,91 +74,71 @@ PAD_BELOW = 16
 
 
 @functools.cache
-def _bulk_insert_sql(table: str, rows: int) -> str:
-    columns = (*ROW_COLUMNS[table], "rid")
-    one = "(" + ", ".join("?" * len(columns)) + ")"
-    return f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([one] * rows)
+def _multi_row_sql(head: str, width: int, rows: int, tail: str) -> str:
+    one = "(" + ", ".join("?" * width) + ")"
+    return f"{head} VALUES " + ", ".join([one] * rows) + tail
 
 
-def bulk_inserts(
-    table: str, rows: list[tuple[object, ...]], max_params: int = DEFAULT_MAX_PARAMS
+def multi_row_inserts(
+    head: str,
+    rows: list[tuple[object, ...]],
+    max_params: int = DEFAULT_MAX_PARAMS,
+    *,
+    tail: str = "",
+    pad: bool = False,
 ) -> list[Statement]:
-    """Multi-row INSERTs of `rows` (each ending with its rid): a handful per table.
+    """`head VALUES (...), (...) tail` for `rows`: a handful of statements, whatever their number.
 
     Why not `executemany`: it binds and steps row by row, holding the GIL between rows. A multi-row
-    INSERT is one step, during which SQLite releases the GIL, so the commit thread can insert a round's
-    index rows on the other core while the event loop goes on (`SqliteStore._commit_sync`); it is also
-    less work than `executemany` where it does run on the loop.
+    INSERT is one step, during which SQLite releases the GIL, so the writer thread (`writer.py`) inserts
+    a section's rows on the other core while the event loop goes on; it is also less work where it
+    does run on the loop.
 
-    Rows go out in power-of-two chunks, largest first, and the last few (under `PAD_BELOW`) are padded
-    up to a power of two by repeating the last row, which `OR IGNORE` drops (every column is in the
-    key): the writer's statement cache then holds a dozen texts per table rather than one per row
-    count, and at most `PAD_BELOW - 1` padding rows cost a key lookup each.
+    Rows go out in power-of-two chunks, largest first, so the writer's statement cache holds a dozen
+    texts per head rather than one per row count. With `pad` (an `INSERT OR IGNORE` whose key is every
+    column), the last few rows (under `PAD_BELOW`) are padded up to a power of two by repeating the
+    last row, which the insert drops: fewer statements, at the cost of a key lookup per padding row.
     """
-    width = len(ROW_COLUMNS[table]) + 1
+    if not rows:
+        return []
+    width = len(rows[0])
     largest = MAX_CHUNK
     while largest > 1 and largest * width > max_params:
         largest //= 2
     statements: list[Statement] = []
     start, left = 0, len(rows)
     while left:
-        size = min(largest, 1 << (left.bit_length() - 1))
-        if left < PAD_BELOW:
-            size = min(largest, 1 << (left - 1).bit_length())
+        size = min(largest, 1 << ((left - 1).bit_length() if pad else left.bit_length() - 1))
         chunk = rows[start : start + size]
         params = [v for row in chunk for v in row]
         params.extend(list(chunk[-1]) * (size - len(chunk)))
-        statements.append((_bulk_insert_sql(table, size), params))
+        statements.append((_multi_row_sql(head, width, size, tail), params))
         start += len(chunk)
         left -= len(chunk)
     return statements
 
 
-class SectionIndex:
-    """The index rows a write section has produced, inserted together when a search needs them or
-    the section ends.
+@functools.cache
+def _index_insert_head(table: str) -> str:
+    return f"INSERT OR IGNORE INTO {table} ({', '.join((*ROW_COLUMNS[table], 'rid'))})"
 
-    Why: a busy section (an HL7 round writes ~70 resources, a transaction Bundle as many as it holds)
-    otherwise pays one statement per table per resource, and that per-call cost was most of the index
-    insert time; a few multi-row INSERTs per table per section are left (`bulk_inserts`). Nothing reads
-    the index tables between two writes except a search, which flushes first, so no reader sees the
-    difference.
-    """
 
-    def __init__(self, max_params: int = DEFAULT_MAX_PARAMS) -> None:
-        self._max_params = max_params
-        self._rows: dict[int, IndexEntries] = {}
-        self._bare: set[int] = set()  # rids with no index rows in the database (new or cleared here)
+def bulk_inserts(
+    table: str, rows: list[tuple[object, ...]], max_params: int = DEFAULT_MAX_PARAMS
+) -> list[Statement]:
+    """Multi-row INSERTs of index `rows` (each ending with its rid) into `table`."""
+    return multi_row_inserts(_index_insert_head(table), rows, max_params, pad=True)
 
-    def put(self, conn: sqlite3.Connection, rid: int, entries: IndexEntries | None, *, new: bool) -> None:
-        """Make `entries` the index of `rid` (None: no rows, as for a delete)."""
-        self._rows.pop(rid, None)
-        if not new and rid not in self._bare:
-            delete_index(conn, rid)
-        self._bare.add(rid)
-        if entries is not None:
-            self._rows[rid] = entries
 
-    def rows(self) -> int:
-        """How many index rows are buffered."""
-        return sum(
-            len(getattr(entries, attr)) for entries in self._rows.values() for _k, attr in TABLES.values()
-        )
-
-    def take(self) -> list[Statement]:
-        """The INSERTs of every buffered row, which leave the buffer: the caller runs them."""
-        statements: list[Statement] = []
-        for table, (_key, attr) in TABLES.items():
-            rows = [(*row, rid) for rid, entries in self._rows.items() for row in getattr(entries, attr)]
-            if rows:
-                statements.extend(bulk_inserts(table, rows, self._max_params))
-        self._rows.clear()
-        self._bare.clear()
-        return statements
-
-    def flush(self, conn: sqlite3.Connection) -> None:
-        """Insert every buffered row now (before a search)."""
-        run_statements(conn, self.take())
+def index_deletes(rids: list[int], max_params: int = DEFAULT_MAX_PARAMS) -> list[Statement]:
+    """DELETEs of every index row of `rids` (resources deleted or about to be re-indexed)."""
+    statements: list[Statement] = []
+    step = min(max_params, MAX_CHUNK)
+    for start in range(0, len(rids), step):
+        chunk: list[object] = list(rids[start : start + step])
+        marks = ", ".join("?" * len(chunk))
+        statements.extend((f"DELETE FROM {table} WHERE rid IN ({marks})", chunk) for table in TABLES)
+    return statements
 
 
 def run_statements(conn: sqlite3.Connection, statements: list[Statement]) -> None:

@@ -1,9 +1,11 @@
 """SqliteStore: the embedded default backend (one database file, WAL, fsync on commit).
 
-Why the calls run on the event loop thread: a single-row SQLite statement costs microseconds, far less
+Point reads run on the event loop thread: a single-row SQLite statement costs microseconds, far less
 than a hop to a worker thread, and one process owns the file. Writers are serialised by an asyncio lock
 around `BEGIN IMMEDIATE ... COMMIT`, which is also what makes conditional create race-free: the search
-and the insert run in one serialised section. Reads use a second connection and see committed data.
+and the insert run in one serialised section (`transaction.py`). A section's writes and the COMMIT run
+on the writer connection's own thread (`writer.py`) when they are many, so SQLite's share of a large
+write runs beside the event loop. Reads use a second connection and see committed data.
 """
 
 from __future__ import annotations
@@ -14,35 +16,30 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from fhir_server.errors import StorageError
 from fhir_server.search.ast import SearchQuery
-from fhir_server.search.index import IndexEntries
-from fhir_server.storage.protocol import HistoryRequest, NewVersion, SearchPage, StoredVersion
+from fhir_server.storage.protocol import HistoryRequest, SearchPage, StoredVersion
 from fhir_server.storage.sqlite import search as sqlite_search
 from fhir_server.storage.sqlite.checkpoint import BACKSTOP_PAGES, Checkpointer
 from fhir_server.storage.sqlite.history import compile_history
-from fhir_server.storage.sqlite.index import SectionIndex, Statement, rewrite_index, run_statements
 from fhir_server.storage.sqlite.matches import MatchCache
 from fhir_server.storage.sqlite.readers import ReaderPool
 from fhir_server.storage.sqlite.schema import schema_ddl
-from fhir_server.storage.timestamps import instant_to_us
+from fhir_server.storage.sqlite.transaction import (
+    SHIP_ROWS,
+    THREAD_ROWS,
+    VERSION_COLUMNS,
+    IdAllocator,
+    SqliteWriteTransaction,
+    current_version,
+    row_to_version,
+)
+from fhir_server.storage.sqlite.writer import WriterThread
 
 LOGGER = logging.getLogger(__name__)
-
-THREAD_INDEX_ROWS = 256
-"""A section with at least this many index rows has them inserted by the commit thread."""
-_VERSION_COLUMNS = "v.type, v.id, v.version, v.last_updated, v.method, v.body, v.seq"
-
-
-def _row_to_version(row: Sequence[Any]) -> StoredVersion:
-    body = orjson.loads(row[5]) if row[5] is not None else None
-    return StoredVersion(row[0], row[1], row[2], row[3], row[4], body, row[6])
 
 
 def _connect(path: Path | str) -> sqlite3.Connection:
@@ -67,6 +64,8 @@ class _CommitGroup:
     durable: bool = True
     sections: int = 0
     sections_failed: int = 0
+    rids: dict[tuple[str, str], int] = field(default_factory=dict)
+    """The resources its sections have written (not yet committed), by (type, id)."""
 
     def join(self) -> asyncio.Future[None]:
         """A future of the caller's own: cancelling one member never cancels the others' wait."""
@@ -84,114 +83,6 @@ class _CommitGroup:
                 member.set_exception(error)
 
 
-class SqliteWriteTransaction:
-    """The serialised write section of one SqliteStore (one `BEGIN IMMEDIATE` transaction)."""
-
-    def __init__(
-        self, conn: sqlite3.Connection, matches: MatchCache, max_params: int, thread_rows: int
-    ) -> None:
-        self._conn = conn
-        self._index = SectionIndex(max_params)
-        self._thread_rows = thread_rows
-        self._matches = matches
-
-    def flush(self) -> None:
-        """Write the section's buffered index rows now (before a search)."""
-        self._index.flush(self._conn)
-
-    def end(self) -> list[Statement]:
-        """End the section: a few index rows are inserted now; a large section's INSERTs are returned,
-        for the store's commit thread (`SqliteStore._commit_sync`) to run on the other core.
-
-        Why the split: handing statements to the thread costs a GIL hand-over each, more than a
-        one-message section's few dozen rows cost on the loop (measured: ~4% of such a write)."""
-        if self._index.rows() < self._thread_rows:
-            self.flush()
-            return []
-        return self._index.take()
-
-    async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
-        return _current(self._conn, resource_type, resource_id)
-
-    async def write_version(self, version: NewVersion) -> StoredVersion:
-        conn = self._conn
-        self._matches.wrote(version.resource_type)
-        lu_us = instant_to_us(version.last_updated)
-        # Version 1 is written only where nothing is stored under the id (not even a deleted
-        # resource, which keeps its versions), so it is inserted without looking first; a mistake
-        # would fail on the table's unique (type, id) key rather than go unnoticed.
-        row = (
-            None
-            if version.version == 1
-            else conn.execute(
-                "SELECT rid FROM resource WHERE type = ? AND id = ?", (version.resource_type, version.id)
-            ).fetchone()
-        )
-        if row is None:
-            rid = conn.execute(
-                "INSERT INTO resource (type, id, version, seq, last_updated_us, deleted)"
-                " VALUES (?, ?, ?, 0, ?, ?)",
-                (version.resource_type, version.id, version.version, lu_us, int(version.body is None)),
-            ).lastrowid
-            assert rid is not None
-        else:
-            rid = row[0]
-        body = orjson.dumps(version.body) if version.body is not None else None
-        seq = conn.execute(
-            "INSERT INTO version (rid, type, id, version, last_updated, last_updated_us, method, body)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                rid,
-                version.resource_type,
-                version.id,
-                version.version,
-                version.last_updated,
-                lu_us,
-                version.method,
-                body,
-            ),
-        ).lastrowid
-        assert seq is not None
-        conn.execute(
-            "UPDATE resource SET version = ?, seq = ?, last_updated_us = ?, deleted = ? WHERE rid = ?",
-            (version.version, seq, lu_us, int(version.body is None), rid),
-        )
-        self._index.put(conn, rid, version.index, new=row is None)
-        return StoredVersion(
-            version.resource_type,
-            version.id,
-            version.version,
-            version.last_updated,
-            version.method,
-            version.body,
-            seq,
-        )
-
-    async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
-        cacheable = self._matches.cacheable(query)
-        if cacheable and (known := self._matches.get(query, limit)) is not None:
-            return known
-        self.flush()
-        ids = sqlite_search.search_ids(self._conn, query, limit)
-        if cacheable:
-            self._matches.put(query, limit, ids)
-        return ids
-
-    async def reindex(self, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
-        self._matches.wrote(resource_type)
-        self.flush()
-        rewrite_index(self._conn, resource_type, resource_id, entries)
-
-
-def _current(conn: sqlite3.Connection, resource_type: str, resource_id: str) -> StoredVersion | None:
-    row = conn.execute(
-        f"SELECT {_VERSION_COLUMNS} FROM resource r JOIN version v ON v.seq = r.seq"
-        " WHERE r.type = ? AND r.id = ?",
-        (resource_type, resource_id),
-    ).fetchone()
-    return _row_to_version(row) if row else None
-
-
 class SqliteStore:
     """ResourceStore over one SQLite database file."""
 
@@ -201,7 +92,8 @@ class SqliteStore:
         *,
         max_group: int = 512,
         search_threads: int = 2,
-        thread_index_rows: int = THREAD_INDEX_ROWS,
+        thread_rows: int = THREAD_ROWS,
+        ship_rows: int = SHIP_ROWS,
     ) -> None:
         self._path = path
         self._writer: sqlite3.Connection | None = None
@@ -218,11 +110,11 @@ class SqliteStore:
         self._matches = MatchCache()
         self._data_version: int | None = None  # the writer's `PRAGMA data_version` when a group began
         self._checkpointer: Checkpointer | None = None
-        # The index INSERTs of the group's last section, run by the commit thread or, if another
-        # section follows, before it starts (`_run_deferred`).
-        self._deferred: list[Statement] = []
+        self._thread: WriterThread | None = None  # the writer connection's statements and COMMITs
+        self._ids = IdAllocator()
         self._max_params = 999
-        self._thread_index_rows = thread_index_rows
+        self._thread_rows = thread_rows
+        self._ship_rows = ship_rows
 
     async def open(self) -> None:
         if isinstance(self._path, Path) and str(self._path) != ":memory:":
@@ -235,6 +127,7 @@ class SqliteStore:
             if str(self._path) != ":memory:":  # a database file: WAL copied back on a thread of its own
                 self._checkpointer = Checkpointer(Path(self._path), _connect)
                 self._writer.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            self._thread = WriterThread(self._writer)
             self._reader = _connect(self._path)
             self._readers = ReaderPool(self._path, self._search_threads, _connect)
         except sqlite3.Error as exc:
@@ -249,6 +142,9 @@ class SqliteStore:
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
+        if self._thread is not None:
+            self._thread.close()
+            self._thread = None
         for conn in (self._reader, self._writer):
             if conn is not None:
                 conn.close()
@@ -261,30 +157,30 @@ class SqliteStore:
         return self._reader
 
     async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
-        return _current(self._read, resource_type, resource_id)
+        return current_version(self._read, resource_type, resource_id)
 
     async def current_many(self, refs: Sequence[tuple[str, str]]) -> list[StoredVersion]:
         out: list[StoredVersion] = []
         for resource_type, resource_id in refs:
-            found = _current(self._read, resource_type, resource_id)
+            found = current_version(self._read, resource_type, resource_id)
             if found is not None:
                 out.append(found)
         return out
 
     async def version(self, resource_type: str, resource_id: str, version: int) -> StoredVersion | None:
         row = self._read.execute(
-            f"SELECT {_VERSION_COLUMNS} FROM version v WHERE v.type = ? AND v.id = ? AND v.version = ?",
+            f"SELECT {VERSION_COLUMNS} FROM version v WHERE v.type = ? AND v.id = ? AND v.version = ?",
             (resource_type, resource_id, version),
         ).fetchone()
-        return _row_to_version(row) if row else None
+        return row_to_version(row) if row else None
 
     async def history(self, request: HistoryRequest) -> list[StoredVersion]:
-        sql, params = compile_history(request, columns=_VERSION_COLUMNS, count_only=False)
+        sql, params = compile_history(request, columns=VERSION_COLUMNS, count_only=False)
         rows = await self._pool.run(lambda conn: conn.execute(sql, params).fetchall())
-        return [_row_to_version(r) for r in rows]
+        return [row_to_version(r) for r in rows]
 
     async def history_count(self, request: HistoryRequest) -> int:
-        sql, params = compile_history(request, columns=_VERSION_COLUMNS, count_only=True)
+        sql, params = compile_history(request, columns=VERSION_COLUMNS, count_only=True)
         return int(await self._pool.run(lambda conn: conn.execute(sql, params).fetchone()[0]))
 
     async def search(self, query: SearchQuery) -> SearchPage:
@@ -324,8 +220,8 @@ class SqliteStore:
         refuses to change the level inside a transaction. A non-durable section joins any group; a durable
         one never joins a non-durable group: that group is committed first and a durable one begun.
         """
-        conn = self._writer
-        if conn is None:
+        conn, thread = self._writer, self._thread
+        if conn is None or thread is None:
             raise StorageError("SQLite store is not open")
         self._pending += 1
         try:
@@ -333,8 +229,8 @@ class SqliteStore:
                 if durable and self._group is not None and not self._group.durable:
                     await self._commit(conn, self._group)
                 group = self._open_group(conn, durable)
-                if self._deferred:
-                    self._run_deferred(conn, group)
+                if thread.busy or thread.failure is not None:
+                    await self._settle_previous(conn, group)
                 done = group.join()
                 # The first section of a group needs no savepoint: if it fails, the whole transaction
                 # is rolled back, and nothing else is in it. A savepoint copies every page a section
@@ -345,12 +241,15 @@ class SqliteStore:
                     conn.execute("SAVEPOINT section")
                 try:
                     section = SqliteWriteTransaction(
-                        conn, self._matches, self._max_params, self._thread_index_rows
-                    )
+                        conn, self._read, group.rids, self._matches, thread, self._ids,
+                        max_params=self._max_params, thread_rows=self._thread_rows,
+                        ship_rows=self._ship_rows,
+                    )  # fmt: skip
                     yield section
-                    deferred = section.end()
+                    section.end()
                 except BaseException:
                     self._matches.clear()
+                    thread.settle()  # what this section shipped has run (or was skipped after a failure)
                     if alone:
                         self._abandon(conn, group)
                         raise
@@ -359,10 +258,12 @@ class SqliteStore:
                     group.sections_failed += 1
                     await self._maybe_commit(conn, group)
                     raise
-                if not alone:
+                if not alone and thread.busy:  # after the section's own statements, on the thread
+                    thread.ship([("RELEASE section", [])])
+                elif not alone:
                     conn.execute("RELEASE section")
-                self._deferred = deferred
                 group.sections += 1
+                group.rids.update(section.rids)
                 await self._maybe_commit(conn, group)
         finally:
             self._pending -= 1
@@ -376,29 +277,29 @@ class SqliteStore:
     def _abandon(
         self, conn: sqlite3.Connection, group: _CommitGroup, error: BaseException | None = None
     ) -> None:
-        """Roll back a group whose only section failed (or whose earlier sections' index rows could
-        not be written: `error` for their writers); the next section begins a new one."""
+        """Roll back a group whose only section failed (or whose earlier sections' writes could not be
+        made: `error` for their writers); the next section begins a new one."""
         self._group = None
-        self._deferred = []
+        if self._thread is not None:
+            self._thread.settle()
         try:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             LOGGER.exception("rollback of a failed write section failed")
         group.finish(error)
 
-    def _run_deferred(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
-        """Insert the previous section's index rows before this section reads or rewrites any.
+    async def _settle_previous(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
+        """Wait for the previous section's writes before this section reads or rewrites any.
 
-        A failure here belongs to sections that have already ended: the whole group is rolled back and
-        every writer in it, this one included, gets the error."""
-        statements, self._deferred = self._deferred, []
+        A failure there belongs to sections that have already ended: the whole group is rolled back
+        and every writer in it, this one included, gets the error."""
+        assert self._thread is not None
         try:
-            run_statements(conn, statements)
-        except sqlite3.Error as exc:
+            await self._thread.idle()
+        except StorageError as error:
             self._matches.clear()
-            error = StorageError(f"writing the index failed, nothing was written: {exc}")
             self._abandon(conn, group, error)
-            raise error from exc
+            raise
 
     def _open_group(self, conn: sqlite3.Connection, durable: bool) -> _CommitGroup:
         if self._group is None:
@@ -409,9 +310,11 @@ class SqliteStore:
                     self._synchronous = level
                 conn.execute("BEGIN IMMEDIATE")
                 data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if data_version != self._data_version:  # another connection committed (or the first)
+                    self._ids.begin(conn)
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot start a write transaction: {exc}") from exc
-            if data_version != self._data_version:  # another connection committed: answers may be stale
+            if data_version != self._data_version:  # answers may be stale
                 self._matches.clear()
                 self._data_version = data_version
             self._group = _CommitGroup([], asyncio.get_running_loop(), durable)
@@ -433,7 +336,8 @@ class SqliteStore:
         connection that is mid-COMMIT, so a cancellation waits for the COMMIT and is re-raised after.
         """
         self._group = None
-        commit = asyncio.ensure_future(asyncio.to_thread(self._commit_sync, conn, group))
+        assert self._thread is not None
+        commit = self._thread.submit(lambda: self._commit_sync(conn, group))
         cancelled = False
         while True:
             try:
@@ -447,11 +351,13 @@ class SqliteStore:
             raise asyncio.CancelledError
 
     def _commit_sync(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
-        """The last section's index rows, then COMMIT: on this thread SQLite works without the GIL,
-        so a large section's index inserts run on the other core while the event loop goes on."""
-        statements, self._deferred = self._deferred, []
+        """On the writer thread, after every statement shipped before it: COMMIT, or ROLLBACK if one
+        of them failed (after its section ended, so the whole group goes)."""
+        assert self._thread is not None
+        failure, self._thread.failure = self._thread.failure, None
         try:
-            run_statements(conn, statements)
+            if failure is not None:
+                raise failure
             conn.execute("COMMIT")
             self._unsynced = not group.durable  # commits are serialised: no other thread writes it
             if self._checkpointer is not None:
@@ -462,7 +368,8 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 LOGGER.exception("rollback after failed commit also failed")
-            error: StorageError | None = StorageError(f"commit failed, nothing was written: {exc}")
+            what = "writing to the database" if exc is failure else "commit"
+            error: StorageError | None = StorageError(f"{what} failed, nothing was written: {exc}")
         else:
             error = None
         group.loop.call_soon_threadsafe(group.finish, error)
