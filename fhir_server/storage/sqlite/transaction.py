@@ -130,16 +130,21 @@ class SqliteWriteTransaction:
         key = (resource_type, resource_id)
         if key in self.rids or key in self._group_rids:
             await self._quiet()
-            return current_version(self._conn, resource_type, resource_id)
-        return current_version(self._committed, resource_type, resource_id)
+        return current_version(self._reader(), resource_type, resource_id)
+
+    def _reader(self) -> sqlite3.Connection:
+        """The connection for a read that needs nothing still buffered: the writer's while its thread
+        is idle (its page cache stays warm, while the read connection's is reset by every commit:
+        ~40 us a read), else the committed state, which gives the same answer for what this group
+        has not written."""
+        return self._committed if self._writer.busy else self._conn
 
     def _rid(self, key: tuple[str, str]) -> int | None:
         """The rid of a resource written before (not by this group: then it is committed)."""
         rid = self.rids.get(key) or self._group_rids.get(key)
         if rid is None:
-            row = self._committed.execute(
-                "SELECT rid FROM resource WHERE type = ? AND id = ?", key
-            ).fetchone()
+            sql = "SELECT rid FROM resource WHERE type = ? AND id = ?"
+            row = self._reader().execute(sql, key).fetchone()
             rid = row[0] if row is not None else None
         return rid
 
