@@ -17,12 +17,8 @@ from typing import Any
 
 from fhir_server.errors import Issue
 from profiles.references import ReferenceSyntax
-from profiles.structure import ElementRule, Node
+from profiles.structure import CODED_STRINGS, LOCAL_REFERENCE_TYPES, ElementRule, Node
 from terminology.service import TerminologyService, canonical_url
-
-_CODED_STRINGS = frozenset({"code", "string", "uri", "url", "canonical", "id", "oid", "uuid", "markdown"})
-_LOCAL_REFERENCE_TYPES = frozenset({"canonical", "uri", "url"})
-"""Primitive types whose `#id` values point at contained resources (dom-3 counts them)."""
 
 
 @dataclass
@@ -97,6 +93,9 @@ class InstanceChecker:
                 scope.error("structure", f"{rule.path} must not be an array", f"{path}.{key}")
             elif value is None:
                 scope.error("structure", f"{rule.path} must not be null", f"{path}.{key}")
+            elif (plain := rule.plain) is not None:
+                if (message := plain(value)) is not None:
+                    scope.error("value", f"{rule.path}: {message}", f"{path}.{key}")
             else:
                 self._item(rule, value, path, key, scope)
             if rule.base != rule.name:
@@ -134,13 +133,16 @@ class InstanceChecker:
         elif count < rule.min:
             scope.error("required", f"{rule.path}: minimum required = {rule.min}, found {count}", child)
         partner = owner.get("_" + rule.name) if rule.check is not None else None
+        plain = rule.plain
         for index, item in enumerate(value):
             if item is None:
                 if isinstance(partner, list) and index < len(partner) and partner[index] is not None:
                     continue
                 scope.error("structure", f"{rule.path} must not contain null", f"{child}[{index}]")
-                continue
-            self._item(rule, item, child, f"[{index}]", scope)
+            elif plain is None:
+                self._item(rule, item, child, f"[{index}]", scope)
+            elif (message := plain(item)) is not None:
+                scope.error("value", f"{rule.path}: {message}", f"{child}[{index}]")
 
     def _item(self, rule: ElementRule, value: Any, parent: str, step: str, scope: _Scope) -> None:
         """Check one value; its path is `parent` + "." + `step` or `parent` + `[i]`, built only when used."""
@@ -149,9 +151,9 @@ class InstanceChecker:
             message = check(value)
             if message is not None:
                 scope.error("value", f"{rule.path}: {message}", _join(parent, step))
-            elif rule.binding is not None and rule.type_code in _CODED_STRINGS:
+            elif rule.binding is not None and rule.type_code in CODED_STRINGS:
                 self._code_binding(rule, value, _join(parent, step), scope)
-            elif value.__class__ is str and value[:1] == "#" and rule.type_code in _LOCAL_REFERENCE_TYPES:
+            elif value.__class__ is str and value[:1] == "#" and rule.type_code in LOCAL_REFERENCE_TYPES:
                 scope.local_refs.append((value, _join(parent, step)))
             return
         path = _join(parent, step)

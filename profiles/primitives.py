@@ -42,11 +42,23 @@ def _calendar_ok(text: str) -> bool:
     return day <= calendar.monthrange(year, month)[1]
 
 
+KNOWN_LIMIT = 4096
+"""Values a string check remembers as valid before it starts afresh (`_string_check`)."""
+KNOWN_LENGTH = 64
+
+
 def _string_check(name: str, regex: re.Pattern[str] | None) -> PrimitiveCheck:
+    """Why it remembers valid values: most strings a hub validates repeat (code systems, codes, units,
+    displays, dates), and a set lookup is a fraction of the regex. Only short values are kept, at most
+    `KNOWN_LIMIT` of them; the set is the check's only state, and a value in it is valid for good."""
     dated = name in ("date", "dateTime", "instant")
+    known: set[str] = set()
 
     def check(value: Any) -> str | None:
-        if not isinstance(value, str):
+        if value.__class__ is str:
+            if value in known:
+                return None
+        elif not isinstance(value, str):
             return f"expected a JSON string for {name}, got {_kind(value)}"
         if value == "":
             return f"empty string is not a valid {name} (leave the element out instead)"
@@ -54,6 +66,10 @@ def _string_check(name: str, regex: re.Pattern[str] | None) -> PrimitiveCheck:
             return f"'{_clip(value)}' is not a valid {name}"
         if dated and not _calendar_ok(value):
             return f"'{_clip(value)}' is not a valid {name}: no such calendar day"
+        if len(value) <= KNOWN_LENGTH:
+            if len(known) >= KNOWN_LIMIT:
+                known.clear()
+            known.add(value)
         return None
 
     return check

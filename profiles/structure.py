@@ -31,6 +31,12 @@ _FHIRPATH_TYPES = {
 }
 
 
+CODED_STRINGS = frozenset({"code", "string", "uri", "url", "canonical", "id", "oid", "uuid", "markdown"})
+"""Primitive types whose values a required binding checks against its value set."""
+LOCAL_REFERENCE_TYPES = frozenset({"canonical", "uri", "url"})
+"""Primitive types whose `#id` values point at contained resources (dom-3 counts them)."""
+
+
 @dataclass(slots=True)
 class ElementRule:
     """One JSON property of a node: `name` as written in JSON, `base` the element name (`value[x]`)."""
@@ -48,6 +54,9 @@ class ElementRule:
     """A constrained datatype the value must also meet (SimpleQuantity), when the element names one."""
     node: Node | None = field(default=None, repr=False)
     check: PrimitiveCheck | None = field(default=None, repr=False)
+    plain: PrimitiveCheck | None = field(default=None, repr=False)
+    """`check` where it is all there is to do (no required code binding, no `#id` reference): the
+    walker then calls it without its per-value dispatch."""
 
 
 @dataclass(slots=True)
@@ -203,6 +212,9 @@ def link_types(
     """Point every rule at its primitive checker or datatype node, so walking needs no type lookups."""
     for rule in walk_rules(roots):  # linking before the walker descends: it then follows the new node
         rule.check = checks.get(rule.type_code)
+        coded = rule.binding is not None and rule.type_code in CODED_STRINGS
+        if not coded and rule.type_code not in LOCAL_REFERENCE_TYPES:
+            rule.plain = rule.check
         if rule.node is None and rule.check is None:
             profiled = datatypes.get(rule.profile) if rule.profile else None
             rule.node = profiled or datatypes.get(rule.type_code)
