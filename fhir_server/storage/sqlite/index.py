@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Iterable
 
 from fhir_server.search.index import IndexEntries
 
@@ -70,7 +71,6 @@ MAX_CHUNK = 1024
 """Most rows per INSERT, fewer where the library's parameter limit (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766
 since SQLite 3.32 but 999 in older builds) demands it."""
 DEFAULT_MAX_PARAMS = 32766
-PAD_BELOW = 16
 
 
 @functools.cache
@@ -81,40 +81,42 @@ def _multi_row_sql(head: str, width: int, rows: int, tail: str) -> str:
 
 def multi_row_inserts(
     head: str,
-    rows: list[tuple[object, ...]],
+    params: list[object],
+    width: int,
     max_params: int = DEFAULT_MAX_PARAMS,
     *,
     tail: str = "",
     pad: bool = False,
 ) -> list[Statement]:
-    """`head VALUES (...), (...) tail` for `rows`: a handful of statements, whatever their number.
+    """`head VALUES (...), (...) tail` for rows of `width` values laid end to end in `params`: a
+    handful of statements, whatever the number of rows.
 
     Why not `executemany`: it binds and steps row by row, holding the GIL between rows. A multi-row
     INSERT is one step, during which SQLite releases the GIL, so the writer thread (`writer.py`) inserts
     a section's rows on the other core while the event loop goes on; it is also less work where it
-    does run on the loop.
+    does run on the loop. Why flat: the rows are laid out once, and chunks are list slices.
 
     Rows go out in power-of-two chunks, largest first, so the writer's statement cache holds a dozen
     texts per head rather than one per row count. With `pad` (an `INSERT OR IGNORE` whose key is every
-    column), the last few rows (under `PAD_BELOW`) are padded up to a power of two by repeating the
-    last row, which the insert drops: fewer statements, at the cost of a key lookup per padding row.
+    column) the rows after the last full chunk go in one chunk, padded up to a power of two by repeating
+    the last row, which the insert drops: one statement per table and hand-over, at the cost of a key
+    lookup per padding row. Without it they go in one chunk per set bit of their number.
     """
-    if not rows:
-        return []
-    width = len(rows[0])
+    count = len(params) // width
     largest = MAX_CHUNK
     while largest > 1 and largest * width > max_params:
         largest //= 2
     statements: list[Statement] = []
-    start, left = 0, len(rows)
+    start, left = 0, count
     while left:
         size = min(largest, 1 << ((left - 1).bit_length() if pad else left.bit_length() - 1))
-        chunk = rows[start : start + size]
-        params = [v for row in chunk for v in row]
-        params.extend(list(chunk[-1]) * (size - len(chunk)))
-        statements.append((_multi_row_sql(head, width, size, tail), params))
-        start += len(chunk)
-        left -= len(chunk)
+        rows = min(size, left)
+        chunk = params[start * width : (start + rows) * width]
+        if rows < size:
+            chunk += chunk[-width:] * (size - rows)
+        statements.append((_multi_row_sql(head, width, size, tail), chunk))
+        start += rows
+        left -= rows
     return statements
 
 
@@ -123,11 +125,11 @@ def _index_insert_head(table: str) -> str:
     return f"INSERT OR IGNORE INTO {table} ({', '.join((*ROW_COLUMNS[table], 'rid'))})"
 
 
-def bulk_inserts(
-    table: str, rows: list[tuple[object, ...]], max_params: int = DEFAULT_MAX_PARAMS
-) -> list[Statement]:
-    """Multi-row INSERTs of index `rows` (each ending with its rid) into `table`."""
-    return multi_row_inserts(_index_insert_head(table), rows, max_params, pad=True)
+def bulk_inserts(table: str, params: list[object], max_params: int = DEFAULT_MAX_PARAMS) -> list[Statement]:
+    """Multi-row INSERTs into index `table` of rows laid end to end in `params`, each ending with its
+    rid (`ROW_COLUMNS[table]` and rid)."""
+    width = len(ROW_COLUMNS[table]) + 1
+    return multi_row_inserts(_index_insert_head(table), params, width, max_params, pad=True)
 
 
 def index_deletes(rids: list[int], max_params: int = DEFAULT_MAX_PARAMS) -> list[Statement]:
@@ -141,6 +143,17 @@ def index_deletes(rids: list[int], max_params: int = DEFAULT_MAX_PARAMS) -> list
     return statements
 
 
+def flat_rows(rows_of: Iterable[tuple[int, list[tuple[object, ...]]]]) -> list[object]:
+    """Index rows of several resources, each followed by its rid, laid end to end."""
+    flat: list[object] = []
+    extend, append = flat.extend, flat.append
+    for rid, rows in rows_of:
+        for row in rows:
+            extend(row)
+            append(rid)
+    return flat
+
+
 def run_statements(conn: sqlite3.Connection, statements: list[Statement]) -> None:
     for sql, params in statements:
         conn.execute(sql, params)
@@ -152,7 +165,7 @@ def write_index(conn: sqlite3.Connection, rid: int, entries: IndexEntries) -> No
     for table, (_key, attr) in TABLES.items():
         rows = getattr(entries, attr)
         if rows:
-            run_statements(conn, bulk_inserts(table, [(*row, rid) for row in rows], limit))
+            run_statements(conn, bulk_inserts(table, flat_rows([(rid, rows)]), limit))
 
 
 def delete_index(conn: sqlite3.Connection, rid: int) -> None:

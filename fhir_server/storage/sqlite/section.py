@@ -12,12 +12,15 @@ indexes the next resources. Nothing reads these tables inside the section withou
 
 from __future__ import annotations
 
+from itertools import chain
+
 from fhir_server.search.index import IndexEntries
 from fhir_server.storage.sqlite.index import (
     DEFAULT_MAX_PARAMS,
     TABLES,
     Statement,
     bulk_inserts,
+    flat_rows,
     index_deletes,
     multi_row_inserts,
 )
@@ -81,14 +84,14 @@ class SectionWrites:
         """The statements of everything buffered, which leaves the buffer: the caller runs them in order."""
         limit = self._max_params
         statements = index_deletes(self._stale, limit)
-        statements += multi_row_inserts(
-            _RESOURCE_HEAD, list(self._resources.values()), limit, tail=_RESOURCE_TAIL
-        )
-        statements += multi_row_inserts(_VERSION_HEAD, list(self._versions), limit)
+        resources: list[object] = list(chain.from_iterable(self._resources.values()))
+        statements += multi_row_inserts(_RESOURCE_HEAD, resources, 7, limit, tail=_RESOURCE_TAIL)
+        versions: list[object] = list(chain.from_iterable(self._versions))
+        statements += multi_row_inserts(_VERSION_HEAD, versions, 9, limit)
         for table, (_key, attr) in TABLES.items():
-            rows = [(*row, rid) for rid, entries in self._rows.items() for row in getattr(entries, attr)]
-            if rows:
-                statements += bulk_inserts(table, rows, limit)
+            flat = flat_rows((rid, getattr(entries, attr)) for rid, entries in self._rows.items())
+            if flat:
+                statements += bulk_inserts(table, flat, limit)
         self._resources.clear()
         self._versions.clear()
         self._rows.clear()

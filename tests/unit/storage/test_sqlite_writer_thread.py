@@ -32,7 +32,7 @@ def test_bulk_inserts_write_every_row_once(count: int, max_params: int) -> None:
     for ddl in schema_ddl():
         conn.execute(ddl)
     rows: list[tuple[object, ...]] = [(7, "urn:s", f"c{i}", "", i % 50) for i in range(count)]
-    statements = bulk_inserts("idx_token", rows, max_params)
+    statements = bulk_inserts("idx_token", [v for row in rows for v in row], max_params)
     assert all(len(params) <= max_params for _sql, params in statements)
     largest = 1024 if max_params > 1024 * 5 else 128
     assert len(statements) == -(-count // largest)  # one per chunk: the last is padded
@@ -49,7 +49,7 @@ def test_multi_row_inserts_without_padding_insert_each_row_once(count: int) -> N
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
     rows: list[tuple[object, ...]] = [(i, f"v{i}") for i in range(count)]
-    statements = multi_row_inserts("INSERT INTO t (k, v)", rows, 999)
+    statements = multi_row_inserts("INSERT INTO t (k, v)", [v for row in rows for v in row], 2, 999)
     largest = 256  # two columns under a limit of 999 parameters
     assert len(statements) == count // largest + (count % largest).bit_count()
     run_statements(conn, statements)
