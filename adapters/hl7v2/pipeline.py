@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from adapters.base import Sink
 from adapters.hl7v2 import ack as acks
 from adapters.hl7v2.coalesce import groups, merge
-from adapters.hl7v2.hub_owned import carry_over
+from adapters.hl7v2.hub_owned import MergeWatch, carry_over
 from adapters.hl7v2.journal import Appended, Entry, Journal, NewEntry, Outcome
 from adapters.hl7v2.parse import Message, ParseError, header_facts, parse
 from adapters.hl7v2.router import Router, build_router
@@ -89,6 +89,7 @@ class Pipeline:
         router: Router | None = None,
         max_batch: int = 128,  # messages per journal group and per round; 64 measured 1-9% slower
         sync_interval: float = SYNC_INTERVAL_S,
+        merges: MergeWatch | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -100,6 +101,7 @@ class Pipeline:
         self._journaled: asyncio.Queue[tuple[list[Received], list[Appended]]] = asyncio.Queue(maxsize=2)
         self._workers: list[asyncio.Task[None]] = []
         self.sync_interval = sync_interval
+        self.merges = merges  # subscribed to the hub's events: lets rounds skip the carry-over search
         self._unsynced: dict[int, Outcome] = {}  # applied, store commit not yet fsynced, journal not told
         self._has_unsynced = asyncio.Event()
 
@@ -395,7 +397,9 @@ class Pipeline:
     async def _carry_over(self, works: list[_Work]) -> bool:
         """Keep hub-owned Patient elements (`hub_owned.py`); False when the read failed (all AE)."""
         try:
-            await carry_over(self.sink, [w.translation for w in works if w.translation is not None])
+            await carry_over(
+                self.sink, [w.translation for w in works if w.translation is not None], self.merges
+            )
         except FhirError as exc:  # nothing of this group can be applied safely
             for w in works:
                 self._fail(w, "AE", [acks.ErrorDetail("207", f"reading current patients failed: {exc}")])
