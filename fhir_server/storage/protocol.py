@@ -51,6 +51,12 @@ class NewVersion:
     body: JsonObject | None
     index: IndexEntries | None  # None for a delete
 
+    def stored(self, seq: int) -> StoredVersion:
+        """This version as stored, at `seq` in the backend's order of writes."""
+        return StoredVersion(
+            self.resource_type, self.id, self.version, self.last_updated, self.method, self.body, seq
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryRequest:

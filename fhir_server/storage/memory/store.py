@@ -39,15 +39,7 @@ class MemoryWriteTransaction:
         return self._current.get(key) or self._state.current.get(key)
 
     async def write_version(self, version: NewVersion) -> StoredVersion:
-        stored = StoredVersion(
-            version.resource_type,
-            version.id,
-            version.version,
-            version.last_updated,
-            version.method,
-            version.body,
-            self._next_seq,
-        )
+        stored = version.stored(self._next_seq)
         self._next_seq += 1
         self._current[(version.resource_type, version.id)] = stored
         self.staged.append((stored, version.index))

@@ -172,15 +172,7 @@ class SqliteWriteTransaction:
         )  # fmt: skip
         if self._writes.index_rows() >= self._ship_rows:
             self._ship()
-        return StoredVersion(
-            version.resource_type,
-            version.id,
-            version.version,
-            version.last_updated,
-            version.method,
-            version.body,
-            seq,
-        )
+        return version.stored(seq)
 
     async def search_ids(self, query: SearchQuery, limit: int) -> list[tuple[str, str]]:
         cacheable = self._matches.cacheable(query)
