@@ -6,7 +6,7 @@ Why buffer: a busy section (an HL7 round writes ~600 resources, a transaction Bu
 holds) otherwise pays three statements per resource and one per index table, and each statement run on
 the event loop holds the GIL for its whole SQLite step. A few multi-row statements instead can run on
 the writer thread (`writer.py`), where SQLite works without the GIL, while the loop validates and
-indexes the next resources. Nothing reads these tables inside the section without `take()` first
+indexes the next resources. Nothing reads what the buffer holds without `take()` first
 (`SqliteWriteTransaction._quiet`), so no reader sees the difference.
 """
 
@@ -25,14 +25,16 @@ from fhir_server.storage.sqlite.index import (
     multi_row_inserts,
 )
 
-_RESOURCE_HEAD = "INSERT INTO resource (rid, type, id, version, seq, last_updated_us, deleted)"
+_RESOURCE_COLUMNS = ("rid", "type", "id", "version", "seq", "last_updated_us", "deleted")
+_RESOURCE_HEAD = f"INSERT INTO resource ({', '.join(_RESOURCE_COLUMNS)})"
 _RESOURCE_TAIL = (
     " ON CONFLICT (rid) DO UPDATE SET version = excluded.version, seq = excluded.seq,"
     " last_updated_us = excluded.last_updated_us, deleted = excluded.deleted"
 )
-_VERSION_HEAD = (
-    "INSERT INTO version (seq, rid, type, id, version, last_updated, last_updated_us, method, body)"
-)
+_VERSION_COLUMNS = (
+    "seq", "rid", "type", "id", "version", "last_updated", "last_updated_us", "method", "body"
+)  # fmt: skip
+_VERSION_HEAD = f"INSERT INTO version ({', '.join(_VERSION_COLUMNS)})"
 
 ResourceRow = tuple[int, str, str, int, int, int, int]
 """rid, type, id, version, seq, last_updated_us, deleted."""
@@ -85,9 +87,10 @@ class SectionWrites:
         limit = self._max_params
         statements = index_deletes(self._stale, limit)
         resources: list[object] = list(chain.from_iterable(self._resources.values()))
-        statements += multi_row_inserts(_RESOURCE_HEAD, resources, 7, limit, tail=_RESOURCE_TAIL)
+        width = len(_RESOURCE_COLUMNS)
+        statements += multi_row_inserts(_RESOURCE_HEAD, resources, width, limit, tail=_RESOURCE_TAIL)
         versions: list[object] = list(chain.from_iterable(self._versions))
-        statements += multi_row_inserts(_VERSION_HEAD, versions, 9, limit)
+        statements += multi_row_inserts(_VERSION_HEAD, versions, len(_VERSION_COLUMNS), limit)
         for table, (_key, attr) in TABLES.items():
             flat = flat_rows((rid, getattr(entries, attr)) for rid, entries in self._rows.items())
             if flat:

@@ -71,9 +71,9 @@ class SqliteWriteTransaction:
     Writes are buffered (`SectionWrites`); each time `ship_rows` index rows have gathered they go to
     the writer thread while the section goes on. A search, or a read of a resource the commit group has
     written, uses the writer connection on the loop once the buffer is handed over and the thread is
-    idle (`_quiet`). A read of any other resource uses the committed state (`committed`, a read
-    connection): the same answer, since only this group writes until it commits (`BEGIN IMMEDIATE`),
-    without waiting for the thread."""
+    idle (`_quiet`). A read of any other resource does not wait for the thread: while it works, the
+    read uses the committed state (`committed`, a read connection), which gives the same answer, since
+    only this group writes until it commits (`BEGIN IMMEDIATE`)."""
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ class WriterThread:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
         self._last: concurrent.futures.Future[Any] | None = None
         self.failure: sqlite3.Error | None = None
-        """The first statement that failed since the last `idle()` or `forget_failure()`."""
+        """The first statement that failed since the last `idle()` or `settle()` (or the COMMIT)."""
 
     @property
     def busy(self) -> bool:
