@@ -34,7 +34,8 @@ class _Scope:
 
 @dataclass(frozen=True)
 class InstanceChecker:
-    """Validates resources against compiled R4 nodes; shareable across threads (holds no state)."""
+    """Validates resources against compiled R4 nodes; shareable across threads (its only state is the
+    primitive checks' sets of strings known valid, which only grow or empty)."""
 
     resources: Mapping[str, Node]
     datatypes: Mapping[str, Node]
