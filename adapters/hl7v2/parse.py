@@ -108,8 +108,12 @@ class Segment:
 
 def components(rep: str, enc: Encoding) -> list[str]:
     """Decoded components of one repetition (first sub-component of each)."""
-    parts = rep.split(enc.component)
-    return [unescape(p.split(enc.subcomponent, 1)[0], enc) if p else "" for p in parts]
+    esc, sub = enc.escape, enc.subcomponent
+    out = []
+    for part in rep.split(enc.component):
+        first = part.split(sub, 1)[0] if sub in part else part
+        out.append(unescape(first, enc) if esc in first else first)  # most values have no escapes
+    return out
 
 
 def component(rep: str, comp: int, enc: Encoding, sub: int = 1) -> str:
@@ -120,7 +124,8 @@ def component(rep: str, comp: int, enc: Encoding, sub: int = 1) -> str:
     subs = parts[comp - 1].split(enc.subcomponent)
     if sub > len(subs):
         return ""
-    return unescape(subs[sub - 1], enc)
+    value = subs[sub - 1]
+    return unescape(value, enc) if enc.escape in value else value  # most values have no escapes
 
 
 _ESCAPES = re.compile(r"\\(F|S|T|R|E|H|N|\.br|X[0-9A-Fa-f]*|C[0-9A-Fa-f]*|M[0-9A-Fa-f]*|Z[^\\]*)\\")
