@@ -290,3 +290,39 @@ async def test_a_failed_outbox_write_is_retried_without_losing_the_note(
     [row] = delivery.outbox.rows()
     await delivery.close()
     assert calls == [1, 1] and row.report == f"DiagnosticReport/{report['id']}"
+
+
+async def test_reports_for_a_requester_without_endpoint_are_dropped_once_then_not_noted_until_it_changes(
+    mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
+) -> None:
+    """Wired as `yilian serve` wires it: the first report for FYXWSY's order is noted and dropped (no
+    endpoint); later versions are not noted at all; once FYXWSY gets an MLLP endpoint over REST, the
+    next version is noted and delivered."""
+    delivery = OruDelivery(hl7_settings, hl7_hub.sink, backoff=0.01)
+    hl7_hub.service.events.subscribe(delivery.on_change)
+    delivery.start()
+    try:
+        await send_all("127.0.0.1", mllp.port, [sample("orm_o01"), sample("oru_r01")])
+        await delivery.wait_idle()
+        assert [r.status for r in delivery.outbox.rows()] == ["dropped"]
+
+        # a new version of the same report (reissued), then another once the member has an endpoint
+        again = sample("oru_r01").replace(b"ORU0001", b"ORU0002").replace(b"105500", b"105600")
+        assert b"MSA|AA" in (await send_all("127.0.0.1", mllp.port, [again]))[0]
+        await delivery.wait_idle()
+        versions = await fhir.get("/fhir/DiagnosticReport/_history")
+        assert versions.json()["total"] == 2  # a new version was written...
+        assert [r.status for r in delivery.outbox.rows()] == ["dropped"]  # ...and not noted
+
+        his = MemberHis(fail_first=0)
+        server = await asyncio.start_server(his.handle, "127.0.0.1", 0)
+        await _report_for_other_member(mllp, fhir, server.sockets[0].getsockname()[1])  # endpoint added
+        newest = sample("oru_r01").replace(b"ORU0001", b"ORU0003").replace(b"105500", b"105700")
+        assert b"MSA|AA" in (await send_all("127.0.0.1", mllp.port, [newest]))[0]
+        await delivery.wait_idle()
+        statuses = sorted(r.status for r in delivery.outbox.rows())
+        server.close()
+        await server.wait_closed()
+        assert statuses == ["delivered", "dropped"] and len(his.received) == 1
+    finally:
+        await delivery.close()
