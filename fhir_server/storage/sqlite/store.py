@@ -352,27 +352,34 @@ class SqliteStore:
 
     def _commit_sync(self, conn: sqlite3.Connection, group: _CommitGroup) -> None:
         """On the writer thread, after every statement shipped before it: COMMIT, or ROLLBACK if one
-        of them failed (after its section ended, so the whole group goes)."""
+        of them failed (after its section ended, so the whole group goes). Every writer of the group
+        is answered whatever happens here: one left waiting would wait for good."""
         assert self._thread is not None
         failure, self._thread.failure = self._thread.failure, None
+        error: StorageError | None = None
         try:
             if failure is not None:
-                raise failure
-            conn.execute("COMMIT")
-            self._unsynced = not group.durable  # commits are serialised: no other thread writes it
-            if self._checkpointer is not None:
-                self._checkpointer.poke()
-        except sqlite3.Error as exc:
-            self._matches.clear()  # under the write lock: no section runs meanwhile
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                LOGGER.exception("rollback after failed commit also failed")
-            what = "writing to the database" if exc is failure else "commit"
-            error: StorageError | None = StorageError(f"{what} failed, nothing was written: {exc}")
-        else:
-            error = None
-        group.loop.call_soon_threadsafe(group.finish, error)
+                error = StorageError(f"writing to the database failed, nothing was written: {failure}")
+            else:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    error = StorageError(f"commit failed, nothing was written: {exc}")
+            if error is not None:
+                self._matches.clear()  # under the write lock: no section runs meanwhile
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    LOGGER.exception("rollback after a failed write or commit also failed")
+            else:
+                self._unsynced = not group.durable  # commits are serialised: no other thread writes it
+                if self._checkpointer is not None:
+                    self._checkpointer.poke()
+        except BaseException as exc:  # a bug here: the group is answered with it rather than left waiting
+            error = StorageError(f"commit failed: {exc!r}")
+            raise
+        finally:
+            group.loop.call_soon_threadsafe(group.finish, error)
 
     async def _commit_orphan(self, conn: sqlite3.Connection) -> None:
         async with self._write_lock:

@@ -123,7 +123,7 @@ class SqliteWriteTransaction:
         elif self._writes:
             try:
                 run_statements(self._conn, self._writes.take())
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OverflowError, ValueError) as exc:  # SQLite's, or a value it cannot bind
                 raise StorageError(f"writing to the database failed, nothing was written: {exc}") from exc
 
     async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:

@@ -32,7 +32,7 @@ class WriterThread:
         self._conn = conn
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
         self._last: concurrent.futures.Future[Any] | None = None
-        self.failure: sqlite3.Error | None = None
+        self.failure: Exception | None = None
         """The first statement that failed since the last `idle()` or `settle()` (or the COMMIT)."""
 
     @property
@@ -49,8 +49,8 @@ class WriterThread:
             return
         try:
             run_statements(self._conn, statements)
-        except sqlite3.Error as exc:
-            self.failure = exc
+        except Exception as exc:  # noqa: BLE001 - SQLite's errors, or a value it cannot bind: the
+            self.failure = exc  # section fails either way, and its writer is told at its next wait
 
     async def idle(self) -> None:
         """Wait until every shipped statement has run (the loop may then use the connection).

@@ -235,3 +235,26 @@ async def test_row_ids_carry_on_across_restarts_and_other_writers(tmp_path: Path
     finally:
         await first.close()
         await second.close()
+
+
+@PATHS
+async def test_a_value_sqlite_cannot_bind_fails_its_write_and_the_store_goes_on(
+    tmp_path: Path, options: dict[str, int]
+) -> None:
+    """Not only SQLite's own errors: a row SQLite cannot bind (here an integer beyond 64 bits) fails the
+    write with StorageError on both paths, and nothing of it is stored."""
+    store = SqliteStore(tmp_path / "b.db", **options)
+    await store.open()
+    try:
+        bad = _patient(1, "big", "big")
+        assert bad.index is not None
+        bad.index.numbers.append((1, 2**70, 2**70))
+        with pytest.raises(StorageError):
+            async with store.write() as tx:
+                await tx.write_version(bad)
+        assert await store.current("Patient", "big") is None
+        async with store.write() as tx:
+            await tx.write_version(_patient(1, "fine", "fine"))
+        assert await _found(store, "fine") == ["fine"]
+    finally:
+        await store.close()
