@@ -22,6 +22,7 @@ from adapters.dicom.instances import InstanceStore
 from adapters.dicom.translate import StudyContext, translate_study
 from fhir_server.errors import FhirError
 from fhir_server.settings import Settings
+from fhir_server.waits import wake_or_timeout
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,7 @@ class StudyBuffer:
         while True:
             if not self._dirty:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+                await wake_or_timeout(self._wake, self._poll_seconds)
             await asyncio.sleep(tick)
             now = self._clock()
             if self._pending is not None and now - last_poll >= self._poll_seconds:

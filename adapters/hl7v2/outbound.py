@@ -40,6 +40,7 @@ from adapters.hl7v2.tls import hub_client_context
 from adapters.identity import organization_identifier_system
 from fhir_server.errors import FhirError
 from fhir_server.settings import Settings
+from fhir_server.waits import wake_or_timeout
 
 log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
@@ -210,8 +211,7 @@ class OruDelivery:
             except sqlite3.Error as exc:
                 log.error("outbound queue unreadable (%s); retrying", exc)
                 wait = RETRY_AFTER_ERROR
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), IDLE_POLL if wait is None else min(wait, IDLE_POLL))
+            await wake_or_timeout(self._wake, IDLE_POLL if wait is None else min(wait, IDLE_POLL))
 
     async def _attempt(self, delivery: Delivery) -> None:
         try:

@@ -20,6 +20,7 @@ from typing import Any
 from fhir_server.interactions.service import FhirService
 from fhir_server.model.ids import new_resource_id
 from fhir_server.storage.protocol import NewVersion
+from fhir_server.waits import wake_or_timeout
 
 LOGGER = logging.getLogger(__name__)
 
@@ -138,10 +139,7 @@ class AuditTrail:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), self._interval)
-            except TimeoutError:
-                pass
+            await wake_or_timeout(self._wakeup, self._interval)
             self._wakeup.clear()
             try:
                 await self.flush()

@@ -59,3 +59,24 @@ def test_classify_follows_the_fhir_url_grammar() -> None:
     assert classify("GET", ["Patient", "1", "_history", "2"]) == ("vread", "Patient", "1")
     assert classify("GET", ["Patient", "1", "Observation"]) == ("search-compartment", "Patient", "1")
     assert classify("GET", ["Patient", "1", "$everything"]) == ("operation", "Patient", "1")
+
+
+async def test_stop_ends_the_writer_even_when_a_batch_fills_as_it_stops(hub: Hub) -> None:
+    """A request's record that fills a batch wakes the writer; a stop in the same instant must still
+    end it (Python 3.11's `asyncio.wait_for` swallowed that cancellation, and the writer went back to
+    sleep for its whole interval: a shutdown that waited an hour)."""
+    import asyncio
+
+    from fhir_server.interactions.audit import AccessRecord, AuditTrail
+
+    trail = AuditTrail(hub.service, interval=3600.0, batch=3)
+    trail.start()
+    await asyncio.sleep(0)  # the writer is waiting for its wake-up
+    for n in range(3):  # the third fills the batch: the wake-up is set
+        trail.record(AccessRecord("read", "2026-12-01T00:00:00Z", 200, "127.0.0.1", "t", "Patient", str(n)))
+    stopping = asyncio.create_task(trail.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    if not done:  # the old behaviour: leave nothing running behind the test
+        trail._task.cancel()  # type: ignore[union-attr]
+    assert stopping in done, "stop() did not end the audit writer"
+    assert await trail.flush() == 0  # everything recorded was written by the stop
