@@ -343,10 +343,10 @@ class SqliteStore:
             try:
                 await asyncio.shield(commit)
                 break
-            except asyncio.CancelledError:
+            except asyncio.CancelledError:  # kept even when the COMMIT is done by now: a caller
+                cancelled = True  # cancelled as it ended must still see it (`stop()` waits on that)
                 if commit.done():
                     break
-                cancelled = True
         if cancelled:
             raise asyncio.CancelledError
 

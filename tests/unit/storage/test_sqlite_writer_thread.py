@@ -258,3 +258,37 @@ async def test_a_value_sqlite_cannot_bind_fails_its_write_and_the_store_goes_on(
         assert await _found(store, "fine") == ["fine"]
     finally:
         await store.close()
+
+
+async def test_a_writer_cancelled_as_its_commit_completes_is_cancelled(tmp_path: Path) -> None:
+    """The commit is waited for under the lock even when its writer is cancelled; a cancellation that
+    arrives just as the commit completes must still reach the writer. It was swallowed, and the audit
+    writer, cancelled that way at shutdown, went back to sleep for its whole interval."""
+    store = SqliteStore(tmp_path / "c.db")
+    await store.open()
+    assert store._thread is not None
+    thread = store._thread
+    held: list[asyncio.Future[None]] = []
+
+    def submit(work: Any) -> asyncio.Future[None]:
+        work()  # COMMIT now (the writer thread is idle): the group is answered
+        held.append(asyncio.get_running_loop().create_future())
+        return held[-1]
+
+    async def writer() -> None:
+        async with store.write() as tx:
+            await tx.write_version(_patient(1, "x", "c1"))
+
+    thread.submit = submit  # type: ignore[method-assign]
+    try:
+        task = asyncio.create_task(writer())
+        while not held:
+            await asyncio.sleep(0)
+        held[0].set_result(None)  # the commit completes...
+        task.cancel()  # ...and the writer is cancelled before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await store.current("Patient", "c1") is not None  # committed all the same
+    finally:
+        del thread.submit
+        await store.close()
