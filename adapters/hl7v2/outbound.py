@@ -125,7 +125,10 @@ class OruDelivery:
             return
         if resource.get("status") not in FINAL or not resource.get("id") or not resource.get("basedOn"):
             return  # without basedOn there is no ordering member to send it to
-        if self._own_order(resource) or self._unreachable(resource):
+        requester = self._requesters.get((resource.get("basedOn") or [{}])[0].get("reference") or "")
+        if requester is not None and (
+            _requested_by_performer(resource, requester) or self._unreachable(requester)
+        ):
             return
         version = str((resource.get("meta") or {}).get("versionId", ""))
         self._incoming.append((f"DiagnosticReport/{resource['id']}", version))
@@ -139,25 +142,17 @@ class OruDelivery:
             if len(self._requesters) > REMEMBERED_ORDERS:
                 self._requesters.popitem(last=False)
 
-    def _own_order(self, report: JsonObject) -> bool:
-        """The report answers its performer's own order, going by the order's latest version written
-        through this hub: nothing to deliver, so nothing is noted.
+    def _unreachable(self, requester: str) -> bool:
+        """`requester` had no active MLLP endpoint when a report for it was last attempted, and no
+        Organization, Endpoint or PractitionerRole was written since: nothing to deliver.
 
-        Why: that is most reports (a member's lab resulting its own clinicians' orders), and each
-        noted one cost an outbox write, the report and order reads and an outbox update (~5% of HL7
-        ingest). `target()` makes the same test when the order was not seen here."""
-        requester = self._requesters.get((report.get("basedOn") or [{}])[0].get("reference") or "")
-        return requester is not None and _requested_by_performer(report, requester)
-
-    def _unreachable(self, report: JsonObject) -> bool:
-        """The order's requester had no active MLLP endpoint when a report for it was last attempted,
-        and no Organization, Endpoint or PractitionerRole was written since: nothing to deliver.
-
-        Why: most members (village clinics, township centres) have no MLLP endpoint; each report for
-        their orders otherwise cost an outbox write, four reads and an outbox update (~4% of ORU
+        Why `on_change` notes nothing for such a report, nor for one answering its performer's own
+        order (going by the order's latest version written through this hub; `target()` makes the same
+        test when the order was not seen here): those are most reports (a lab resulting its own
+        clinicians' orders; members without an MLLP endpoint, the village clinics and township
+        centres), and each noted one cost an outbox write, four reads and an outbox update (~5% of HL7
         ingest), only to be dropped."""
-        requester = self._requesters.get((report.get("basedOn") or [{}])[0].get("reference") or "")
-        found = self._no_endpoint.get(requester) if requester is not None else None
+        found = self._no_endpoint.get(requester)
         return found is not None and time.monotonic() - found < NO_ENDPOINT_TRUST_S
 
     async def close(self) -> None:
