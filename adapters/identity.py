@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 
+from terminology import cn_resident_id
+
 # Identifier.system values fixed by standards.
 DICOM_UID_SYSTEM = "urn:dicom:uid"
-# 居民身份证号码 (GB 11643). OID as used for the resident identity card in Chinese health-information
-# standards (WS 363/364 data elements); kept in one place so a member can override it consistently.
-CN_RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
+# 居民身份证号码 (GB 11643): one system for every edge, defined beside its check digit.
+CN_RESIDENT_ID_SYSTEM = cn_resident_id.SYSTEM
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
 

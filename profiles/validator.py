@@ -26,6 +26,7 @@ from fhir_server.model.definitions import (
     resource_types,
 )
 from profiles.check import InstanceChecker
+from profiles.consortium import resident_id_issues
 from profiles.primitives import compile_primitives
 from profiles.references import ReferenceSyntax
 from profiles.structure import Node, compile_definition, link_types, walk_rules
@@ -74,6 +75,7 @@ class Validator:
             issues.append(
                 Issue("error", "too-costly", "the resource is nested too deeply to validate", (root,))
             )
+        issues.extend(resident_id_issues(resource))
         return issues
 
     def ensure_valid(self, resource: Any, resource_type: str | None = None) -> list[Issue]:

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+SYSTEM = "urn:oid:2.16.156.10011.1.3"
+"""Identifier.system of a resident ID in this hub: the OID used for the resident identity card in
+Chinese health-information standards (WS 363/364 data elements). Every edge names it from here."""
+
 WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 CHECK_CHARS = "10X98765432"
 
