@@ -43,15 +43,20 @@ async def search_bundle(
     return await run_search(store, registry, query, base_url=base_url, path=path)
 
 
-def compartment_filter(compartment: str, compartment_id: str, types: tuple[str, ...]) -> Criterion:
-    """One criterion: any compartment parameter of each type points at `compartment/compartment_id`.
-    Parameter ids are type-scoped, so one OR over all (type, param) ids is exact."""
+def compartment_filter(
+    compartment: str, compartment_id: str, types: tuple[str, ...], *also: str
+) -> Criterion:
+    """One criterion: any compartment parameter of each type points at `compartment/compartment_id`
+    (or at one of the ids in `also`: the union of several compartments, e.g. one person's linked
+    Patients). Parameter ids are type-scoped, so one OR over all (type, param) ids is exact."""
     params = compartment_params(compartment)
     pids = tuple(param_id(t, code) for t in types for code in params.get(t, ()))
     if not pids:
         raise InvalidSearch(f"{', '.join(types)} is not part of the {compartment} compartment")
     return Criterion(
-        ParamRef("_compartment", "reference", pids), None, (ReferenceValue(compartment, compartment_id),)
+        ParamRef("_compartment", "reference", pids),
+        None,
+        tuple(ReferenceValue(compartment, cid) for cid in (compartment_id, *also)),
     )
 
 

@@ -1,8 +1,15 @@
-"""Patient/$everything: the patient and every resource in its compartment, one record across every tier.
+"""Patient/$everything: the person's record, one record across every tier.
+
+A person may have several Patient resources: one per member (each keyed by its own MRN), the record a
+merge replaced, the hub's master. `Patient.link` joins them, and every R4 link type (`replaced-by`,
+`replaces`, `refer`, `seealso`) says the other resource is about the same person, so the operation
+follows links from the requested Patient (transitively, up to `MAX_LINKED` records) and returns the
+union of their compartments: a township's source id shows the county's reports and images too.
 
 One indexed query over all compartment types (parameter ids are type-scoped, so "any compartment
-parameter of any type points at Patient/x" is a single criterion), keyset-paged like any search; the
-patient itself leads the first page. `_since` filters on lastUpdated, `_type` narrows the types.
+parameter of any type points at one of these Patients" is a single criterion, and a resource pointing
+at two of them is found once), keyset-paged like any search; the patients lead the first page (the
+requested one first). `_since` filters on lastUpdated, `_type` narrows the types.
 """
 
 from __future__ import annotations
@@ -14,17 +21,24 @@ from fhir_server.interactions.search import compartment_filter, run_search, sear
 from fhir_server.model.definitions import resource_types
 from fhir_server.search.ast import Criterion, ParamRef, RangeValue, SearchQuery
 from fhir_server.search.compartments import compartment_params
+from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchRegistry
 from fhir_server.search.values import date_range
-from fhir_server.storage.protocol import ResourceStore, SearchPage
+from fhir_server.storage.protocol import ResourceStore, SearchPage, StoredVersion
 
 JsonObject = dict[str, Any]
 DEFAULT_COUNT = 1000
 MAX_COUNT = 5000
+MAX_LINKED = 100
+"""At most this many Patients make one person's record: a bound on a link graph gone wrong."""
 
 
-def _everything_query(patient_id: str, params: list[tuple[str, str]]) -> SearchQuery:
-    types = tuple(sorted(compartment_params("Patient")))
+def _everything_query(
+    patient_id: str, params: list[tuple[str, str]], linked: tuple[str, ...] = ()
+) -> SearchQuery:
+    # The person's Patients lead the page (see `linked_patients`); the compartment's other Patients
+    # are those linking to them, which the closure has already found, so Patient is not searched.
+    types = tuple(sorted(t for t in compartment_params("Patient") if t != "Patient"))
     filters = []
     applied: list[tuple[str, str]] = []
     count, cursor = DEFAULT_COUNT, None
@@ -51,7 +65,7 @@ def _everything_query(patient_id: str, params: list[tuple[str, str]]) -> SearchQ
         elif key == "_cursor":
             cursor = value
     if types:
-        filters.insert(0, compartment_filter("Patient", patient_id, types))
+        filters.insert(0, compartment_filter("Patient", patient_id, types, *linked))
     return SearchQuery(None, types, tuple(filters), count=count, cursor=cursor, applied=tuple(applied))
 
 
@@ -63,11 +77,12 @@ async def patient_everything(
     *,
     base_url: str,
 ) -> JsonObject:
-    """GET/POST Patient/{id}/$everything → searchset Bundle (patient first, then its compartment)."""
+    """GET/POST Patient/{id}/$everything → searchset Bundle (patients first, then their compartments)."""
     patient = await store.current("Patient", patient_id)
     if patient is None or patient.body is None:
         raise NotFound(f"Patient/{patient_id} not found")
-    query = _everything_query(patient_id, params)
+    others = await linked_patients(store, registry, patient)
+    query = _everything_query(patient_id, params, tuple(p.id for p in others))
     leading = []
     if query.cursor is None and (
         "_type" not in dict(params) or "Patient" in dict(params)["_type"].split(",")
@@ -75,12 +90,52 @@ async def patient_everything(
         since = next(
             (f for f in query.filters if isinstance(f, Criterion) and f.param.code == "_lastUpdated"), None
         )
-        lu = date_range(patient.last_updated)
-        if since is None or (
-            lu is not None and isinstance(v := since.values[0], RangeValue) and lu[0] >= v.low
-        ):
-            leading.append(patient)
+        for person in (patient, *others):
+            lu = date_range(person.last_updated)
+            if since is None or (
+                lu is not None and isinstance(v := since.values[0], RangeValue) and lu[0] >= v.low
+            ):
+                leading.append(person)
     path = f"{base_url}/Patient/{patient_id}/$everything"
     if not query.types:
         return searchset(query, SearchPage([], None, None), leading, [], base_url=base_url, path=path)
     return await run_search(store, registry, query, base_url=base_url, path=path, leading=leading)
+
+
+async def linked_patients(
+    store: ResourceStore, registry: SearchRegistry, patient: StoredVersion
+) -> list[StoredVersion]:
+    """The other current Patients of `patient`'s person: those it links to and those linking to it,
+    transitively (a source → its master → the master's other sources), sorted by id."""
+    seen = {patient.id}
+    found: list[StoredVersion] = []
+    frontier = [patient]
+    while frontier and len(seen) < MAX_LINKED:
+        room = MAX_LINKED - len(seen)
+        outgoing = sorted({pid for p in frontier for pid in _link_targets(p.body)} - seen)
+        step = [p for p in await store.current_many([("Patient", pid) for pid in outgoing]) if p.body]
+        incoming = parse_search(
+            "Patient",
+            [("link", ",".join(f"Patient/{p.id}" for p in frontier)), ("_count", str(room + len(seen)))],
+            registry,
+            strict=True,
+        )
+        step += (await store.search(incoming)).resources
+        frontier = []
+        for person in sorted(step, key=lambda p: p.id):
+            if person.id not in seen and person.body is not None and len(seen) < MAX_LINKED:
+                seen.add(person.id)
+                frontier.append(person)
+        found.extend(frontier)
+    return sorted(found, key=lambda p: p.id)
+
+
+def _link_targets(body: JsonObject | None) -> list[str]:
+    """Ids of the Patients in `body.link[].other` (relative or absolute references; others ignored)."""
+    out = []
+    for link in (body or {}).get("link") or []:
+        reference = ((link or {}).get("other") or {}).get("reference") or ""
+        parts = reference.split("/_history/")[0].rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+            out.append(parts[-1])
+    return out
