@@ -4,9 +4,12 @@ The IG has no map for A40; our design:
 - the surviving Patient (PID-3) is conditionally updated with `link.type = replaces` → the old Patient;
 - the old Patient (MRG-1, same member namespace rules as PID-3) is kept, set `active: false` and
   `link.type = replaced-by` → the survivor (FHIR's merge representation, Patient.link);
-- clinical resources whose subject is the old Patient (Encounter, ServiceRequest, DiagnosticReport,
-  Observation, Task) are re-pointed to the survivor in the same transaction. Provenance keeps pointing
-  at what it recorded: history is not rewritten.
+- the survivor keeps everything it had: an A40's PID usually carries only the number and a name, so
+  an element it does not send is kept from the survivor's current record and its identifiers are the
+  union (a 居民身份证 registered earlier is never dropped by a merge);
+- clinical resources whose patient is the old Patient (`MOVED_TYPES`: Encounter, ServiceRequest,
+  DiagnosticReport, Observation, ImagingStudy, Task ...) are re-pointed to the survivor in the same
+  transaction. Provenance keeps pointing at what it recorded: history is not rewritten.
 Finding the old Patient and the referencing resources needs current data, so the pure map leaves a
 `complete` step that the pipeline runs with the Sink before submitting.
 """
@@ -37,9 +40,16 @@ MOVED_TYPES = (
     ("ServiceRequest", "subject"),
     ("DiagnosticReport", "subject"),
     ("Observation", "subject"),
+    ("ImagingStudy", "subject"),
+    ("Specimen", "subject"),
+    ("Condition", "subject"),
+    ("Procedure", "subject"),
+    ("DocumentReference", "subject"),
+    ("MedicationRequest", "subject"),
+    ("AllergyIntolerance", "patient"),
     ("Task", "subject"),
 )
-_FOR_FIELD = {"Task": "for"}
+_FOR_FIELD = {"Task": "for", "AllergyIntolerance": "patient"}
 
 
 def translate(message: Message, ctx: Context) -> Translation:
@@ -58,7 +68,13 @@ def translate(message: Message, ctx: Context) -> Translation:
     survivor_url = tx.upsert_patient(survivor.resource, survivor.system, survivor.value)
     tx.patient_key = survivor.key
     translation = tx.finish()
-    merge = {"survivor_url": survivor_url, "old_system": old_system, "old_value": old_value}
+    merge = {
+        "survivor_url": survivor_url,
+        "survivor_system": survivor.system,
+        "survivor_value": survivor.value,
+        "old_system": old_system,
+        "old_value": old_value,
+    }
 
     async def complete(sink: Sink, bundle: JsonObject) -> None:
         await _complete(sink, bundle, merge)
@@ -80,10 +96,18 @@ async def _complete(sink: Sink, bundle: JsonObject, merge: dict[str, str]) -> No
     entries: list[JsonObject] = bundle["entry"]
     moved: list[JsonObject] = []
     survivor = next(e for e in entries if e["fullUrl"] == merge["survivor_url"])
+    current = await sink.search(
+        "Patient", [("identifier", f"{merge['survivor_system']}|{merge['survivor_value']}")]
+    )
+    for hit in current.get("entry", []):
+        if hit.get("resource", {}).get("resourceType") == "Patient":
+            _keep_survivor(survivor["resource"], hit["resource"])
     links = survivor["resource"].setdefault("link", [])
     for old in olds:
         old_ref = f"Patient/{old['id']}"
-        links.append({"other": {"reference": old_ref}, "type": "replaces"})
+        replaces = {"other": {"reference": old_ref}, "type": "replaces"}
+        if replaces not in links:  # a replayed A40, or links the survivor already carried
+            links.append(replaces)
         old = dict(old)
         old.pop("meta", None)
         old["active"] = False
@@ -108,3 +132,13 @@ async def _complete(sink: Sink, bundle: JsonObject, merge: dict[str, str]) -> No
     entries[:0] = moved
     provenance = entries[-1]["resource"]
     provenance["target"] += [{"reference": e["request"]["url"]} for e in moved]
+
+
+def _keep_survivor(update: JsonObject, current: JsonObject) -> None:
+    """What the survivor had and the A40 does not send stays: elements it omits, identifiers it lacks."""
+    for key, value in current.items():
+        if key not in update and key not in ("id", "meta"):
+            update[key] = value
+    idents = update.setdefault("identifier", [])
+    have = {(i.get("system"), i.get("value")) for i in idents}
+    idents += [i for i in current.get("identifier", []) if (i.get("system"), i.get("value")) not in have]

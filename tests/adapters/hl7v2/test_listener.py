@@ -290,11 +290,29 @@ async def test_a40_merge_links_patients_and_moves_references(
     acks = await send_all(
         "127.0.0.1",
         mllp.port,
-        [sample("adt_a28_nocharset_gb"), sample("adt_a28_duplicate_record"), dup_oru, sample("adt_a40")],
+        [sample("adt_a28_nocharset_gb"), sample("adt_a28_duplicate_record"), dup_oru],
     )
+    assert [msa(a)[1] for a in acks[:3]] == ["AA"] * 3, acks
+    [old] = await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0100")
+    study = {
+        "resourceType": "ImagingStudy",
+        "status": "available",
+        "subject": {"reference": f"Patient/{old['id']}"},
+    }
+    r = await fhir.post("/fhir/ImagingStudy", json=study)
+    assert r.status_code == 201, r.text
+    study_id = r.json()["id"]
+    acks = [*acks[:3], *await send_all("127.0.0.1", mllp.port, [sample("adt_a40")])]
     assert [msa(a)[1] for a in acks] == ["AA"] * 4, acks[-1]
     [survivor] = await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0099")
     [old] = await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0100")
+    # The A40's PID names only C0099: the 身份证 and address the survivor was registered with stay.
+    assert {"system": "urn:oid:2.16.156.10011.1.3", "value": "330183195801303577"} in [
+        {"system": i["system"], "value": i["value"]} for i in survivor["identifier"]
+    ]
+    assert survivor["address"][0]["city"] == "杭州市"
+    moved = (await fhir.get(f"/fhir/ImagingStudy/{study_id}")).json()
+    assert moved["subject"]["reference"] == f"Patient/{survivor['id']}"
     assert {"other": {"reference": f"Patient/{old['id']}"}, "type": "replaces"} in survivor["link"]
     assert old["link"] == [{"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"}]
     assert old["active"] is False  # kept, not deleted
