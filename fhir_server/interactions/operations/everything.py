@@ -19,6 +19,7 @@ from typing import Any
 from fhir_server.errors import InvalidSearch, NotFound
 from fhir_server.interactions.search import compartment_filter, run_search, searchset
 from fhir_server.model.definitions import resource_types
+from fhir_server.model.references import RELATIVE_REFERENCE
 from fhir_server.search.ast import Criterion, ParamRef, RangeValue, SearchQuery
 from fhir_server.search.compartments import compartment_params
 from fhir_server.search.parse import parse_search
@@ -111,19 +112,13 @@ async def linked_patients(
     found: list[StoredVersion] = []
     frontier = [patient]
     while frontier and len(seen) < MAX_LINKED:
-        room = MAX_LINKED - len(seen)
         outgoing = sorted({pid for p in frontier for pid in _link_targets(p.body)} - seen)
         step = [p for p in await store.current_many([("Patient", pid) for pid in outgoing]) if p.body]
-        incoming = parse_search(
-            "Patient",
-            [("link", ",".join(f"Patient/{p.id}" for p in frontier)), ("_count", str(room + len(seen)))],
-            registry,
-            strict=True,
-        )
-        step += (await store.search(incoming)).resources
+        linking = [("link", ",".join(f"Patient/{p.id}" for p in frontier)), ("_count", str(MAX_LINKED))]
+        step += (await store.search(parse_search("Patient", linking, registry, strict=True))).resources
         frontier = []
         for person in sorted(step, key=lambda p: p.id):
-            if person.id not in seen and person.body is not None and len(seen) < MAX_LINKED:
+            if person.id not in seen and len(seen) < MAX_LINKED:
                 seen.add(person.id)
                 frontier.append(person)
         found.extend(frontier)
@@ -131,11 +126,10 @@ async def linked_patients(
 
 
 def _link_targets(body: JsonObject | None) -> list[str]:
-    """Ids of the Patients in `body.link[].other` (relative or absolute references; others ignored)."""
+    """Ids of the Patients in `body.link[].other` (relative references: this server's resources)."""
     out = []
     for link in (body or {}).get("link") or []:
-        reference = ((link or {}).get("other") or {}).get("reference") or ""
-        parts = reference.split("/_history/")[0].rstrip("/").split("/")
-        if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
-            out.append(parts[-1])
+        match = RELATIVE_REFERENCE.match(((link or {}).get("other") or {}).get("reference") or "")
+        if match and match.group(1) == "Patient":
+            out.append(match.group(2))
     return out
