@@ -25,7 +25,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.hl7v2.hub_owned import MergeWatch  # noqa: E402
 from adapters.hl7v2.listener import start_mllp  # noqa: E402
 from adapters.hl7v2.outbound import OruDelivery  # noqa: E402
 from fhir_server.hub import open_hub, tune_for_serving  # noqa: E402
@@ -75,11 +74,9 @@ async def main() -> None:
         settings = Settings(db=Path(tmp) / "hub.db")
         async with open_hub(settings) as hub:
             sink: Any = NullSink() if args.null_sink else hub.sink
-            merges = MergeWatch()  # wired as `yilian serve` wires it
-            service = await start_mllp(settings, sink, port=0, merges=merges)
+            service = await start_mllp(settings, sink, port=0)
             delivery = OruDelivery(settings, sink)  # wired as `yilian serve` wires it: final reports enqueue
             if not args.null_sink:
-                hub.service.events.subscribe(merges.on_change)
                 hub.service.events.subscribe(delivery.on_change)
                 delivery.start()
             tune_for_serving()  # as `yilian serve` does once its listeners are up

@@ -10,6 +10,7 @@ ACK with ERR, DICOM a DIMSE status. Tree:
     ├── Unprocessable (422, processing)      validation findings
     ├── NotFound (404, not-found)
     │   └── UnknownResourceType (404, not-supported)
+    ├── Forbidden (403, forbidden)           a hub-owned resource (a master Patient)
     ├── Gone (410, deleted)
     ├── Conflict (409, conflict)
     │   └── VersionConflict (409, conflict)
@@ -93,6 +94,12 @@ class UnknownResourceType(NotFound):
 
     def __init__(self, resource_type: str) -> None:
         super().__init__(f"Unknown resource type '{resource_type}'")
+
+
+class Forbidden(FhirError):
+    """The request is understood but this server does not let anyone make it (a hub-owned resource)."""
+
+    status, code = 403, "forbidden"
 
 
 class Gone(FhirError):

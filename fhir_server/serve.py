@@ -15,7 +15,6 @@ import uvicorn
 
 from adapters.dicom.dicomweb import build_dicomweb_app
 from adapters.dicom.service import start_dicom
-from adapters.hl7v2.hub_owned import MergeWatch
 from adapters.hl7v2.listener import start_mllp
 from adapters.hl7v2.outbound import OruDelivery
 from fhir_server.hub import open_hub, tune_for_serving
@@ -73,9 +72,7 @@ async def serve(settings: Settings) -> None:
         delivery.start()
         stack.push_async_callback(delivery.close)
         if settings.mllp_port:
-            merges = MergeWatch()
-            hub.service.events.subscribe(merges.on_change)
-            mllp = await start_mllp(settings, hub.sink, merges=merges)
+            mllp = await start_mllp(settings, hub.sink)
             stack.push_async_callback(mllp.close)
             LOGGER.info("MLLP listening on %s:%s", settings.mllp_host, mllp.port)
         if settings.dicom_port:

@@ -16,6 +16,7 @@ from adapters.dicom.instances import StoredInstance
 from adapters.dicom.matching import matches, vr_of
 from adapters.dicom.summary import Name
 from adapters.identity import DICOM_UID_SYSTEM
+from fhir_server.model.person import NOT_MASTER
 
 JsonObject = dict[str, Any]
 Record = dict[str, str]
@@ -250,8 +251,9 @@ def study_search_params(criteria: Mapping[str, str]) -> list[tuple[str, str]]:
 
 
 def patient_search_params(criteria: Mapping[str, str]) -> list[tuple[str, str]]:
-    """FHIR Patient search narrowing a PATIENT-level query."""
-    params = [("_count", PAGE)]
+    """FHIR Patient search narrowing a PATIENT-level query: member records, each the patient a PACS
+    knows (the hub's master of a person carries every member's number and is not one of them)."""
+    params = [("_count", PAGE), NOT_MASTER]
     if _literal(criteria.get("PatientID", "")):
         params.append(("identifier", criteria["PatientID"]))
     params += _date_params("birthdate", criteria.get("PatientBirthDate", ""))

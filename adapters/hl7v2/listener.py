@@ -18,7 +18,6 @@ from collections import deque
 from dataclasses import dataclass
 
 from adapters.base import ListenerError, Sink, bind_failure
-from adapters.hl7v2.hub_owned import MergeWatch
 from adapters.hl7v2.journal import Journal
 from adapters.hl7v2.mllp import Frame, FrameDecoder, Garbage, Oversize, frame
 from adapters.hl7v2.parse import ParseError, is_batch, split_batch
@@ -248,19 +247,15 @@ class MllpService:
         await asyncio.to_thread(self.journal.close)
 
 
-async def start_mllp(
-    settings: Settings, sink: Sink, port: int | None = None, *, merges: MergeWatch | None = None
-) -> MllpService:
+async def start_mllp(settings: Settings, sink: Sink, port: int | None = None) -> MllpService:
     """Open the journal, recover unfinished entries, and listen on settings.mllp_host.
 
     `port` overrides settings.mllp_port (0 = an ephemeral port, for tests); the CLI does not call this
-    when settings.mllp_port is 0 (disabled). `merges`: a `MergeWatch` the caller has subscribed to the
-    hub's events (`yilian serve` does); without it every round that updates Patients searches for
-    merged ones.
+    when settings.mllp_port is 0 (disabled).
     """
     tls = server_context(settings)  # a bad certificate stops start-up before anything is opened
     journal = Journal(settings.resolved_journal_path())
-    pipeline = Pipeline(settings, sink, journal, merges=merges)
+    pipeline = Pipeline(settings, sink, journal)
     await pipeline.start()
     service = MllpService(settings, pipeline, journal)
     bind_port = settings.mllp_port if port is None else port

@@ -32,7 +32,6 @@ from zoneinfo import ZoneInfo
 from adapters.base import Sink
 from adapters.hl7v2 import ack as acks
 from adapters.hl7v2.coalesce import groups, merge
-from adapters.hl7v2.hub_owned import MergeWatch, carry_over
 from adapters.hl7v2.journal import Appended, Entry, Journal, NewEntry, Outcome
 from adapters.hl7v2.parse import Message, ParseError, header_facts, parse
 from adapters.hl7v2.router import Router, build_router
@@ -89,7 +88,6 @@ class Pipeline:
         router: Router | None = None,
         max_batch: int = 128,  # messages per journal group and per round; 64 measured 1-9% slower
         sync_interval: float = SYNC_INTERVAL_S,
-        merges: MergeWatch | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
@@ -101,7 +99,6 @@ class Pipeline:
         self._journaled: asyncio.Queue[tuple[list[Received], list[Appended]]] = asyncio.Queue(maxsize=2)
         self._workers: list[asyncio.Task[None]] = []
         self.sync_interval = sync_interval
-        self.merges = merges  # subscribed to the hub's events: lets rounds skip the carry-over search
         self._unsynced: dict[int, Outcome] = {}  # applied, store commit not yet fsynced, journal not told
         self._has_unsynced = asyncio.Event()
 
@@ -188,7 +185,7 @@ class Pipeline:
             while True:
                 batch, appended = await self._journaled.get()
                 # Groups journaled while the last round was applied go into one round: its fixed cost
-                # (the store's commit, the carry-over search) is then shared by more messages.
+                # (the store's commit) is then shared by more messages.
                 self._take_journaled(batch, appended)
                 works = self._prepare(batch, appended)
                 if works is None:
@@ -359,8 +356,6 @@ class Pipeline:
         return work
 
     async def _apply(self, works: list[_Work], durable: bool) -> None:
-        if not await self._carry_over(works):
-            return
         if len(works) > 1:
             try:
                 await self.sink.submit(
@@ -377,8 +372,6 @@ class Pipeline:
                 w.translation = self.router.resolve(w.message.message_type, w.message.trigger)(
                     w.message, w.context
                 )
-            if not await self._carry_over(works):
-                return
         for w in works:
             assert w.translation is not None
             try:
@@ -393,18 +386,6 @@ class Pipeline:
                     for i in exc.issues[:5]
                 ] or [acks.ErrorDetail("207", f"FHIR {exc.status}: {exc.message}")]
                 self._fail(w, "AE", details)
-
-    async def _carry_over(self, works: list[_Work]) -> bool:
-        """Keep hub-owned Patient elements (`hub_owned.py`); False when the read failed (all AE)."""
-        try:
-            await carry_over(
-                self.sink, [w.translation for w in works if w.translation is not None], self.merges
-            )
-        except FhirError as exc:  # nothing of this group can be applied safely
-            for w in works:
-                self._fail(w, "AE", [acks.ErrorDetail("207", f"reading current patients failed: {exc}")])
-            return False
-        return True
 
     def _fail(self, work: _Work, code: str, errors: list[acks.ErrorDetail]) -> _Work:
         log.warning(

@@ -86,25 +86,16 @@ def require(seg: Segment | None, n: int, label: str, comp: int = 1) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Kept:
-    """A Patient PUT by identifier in the Bundle (its entry's fullUrl) that must keep its merge links."""
-
-    full_url: str
-    system: str
-    value: str
-
-
 @dataclass
 class Translation:
     """A translator's output: the Bundle, the patient it concerns (ordering/merging key), an optional
-    async completion step for maps that must look at current data first (A40 moves references), and
-    the Patients it replaces whole, whose hub-owned elements `hub_owned.carry_over` keeps."""
+    async completion step for maps that must look at current data first (A40 moves references).
+    A Patient it replaces whole keeps its hub-owned elements (master and merge links): the write
+    section keeps them (`fhir_server/interactions/person.py`)."""
 
     bundle: JsonObject
     patient_key: str | None = None
     complete: Callable[[Sink, JsonObject], Awaitable[None]] | None = None
-    kept: list[Kept] = field(default_factory=list)
 
 
 class TransactionBuilder:
@@ -117,7 +108,6 @@ class TransactionBuilder:
         self.entries: list[JsonObject] = []
         self._by_url: dict[str, JsonObject] = {}
         self.patient_key: str | None = None
-        self.kept: list[Kept] = []
         self._orgs: dict[str, str] = {}
 
     def _add(self, resource: JsonObject, request: JsonObject, key: str) -> str:
@@ -136,10 +126,9 @@ class TransactionBuilder:
         return self._add(resource, {"method": "PUT", "url": f"{rtype}?{query}"}, f"{rtype}?{query}")
 
     def upsert_patient(self, resource: JsonObject, system: str, value: str) -> str:
-        """`upsert` of a Patient from PID: the sender's demographics replace the record, merge links stay."""
-        url = self.upsert(resource, system, value)
-        self.kept.append(Kept(url, system, value))
-        return url
+        """`upsert` of a Patient from PID: the sender's demographics replace the record; its master and
+        merge links stay (kept by the write section)."""
+        return self.upsert(resource, system, value)
 
     def ensure(self, resource: JsonObject, system: str, value: str) -> str:
         """Conditional create by identifier: create only when no resource has that identifier."""
@@ -179,7 +168,7 @@ class TransactionBuilder:
         return self.ensure(prac, system, id_number)
 
     def finish(self) -> Translation:
-        return Translation(self.build(), self.patient_key, kept=self.kept)
+        return Translation(self.build(), self.patient_key)
 
     def build(self) -> JsonObject:
         """The transaction Bundle, with a Provenance naming the member system and message."""

@@ -18,9 +18,11 @@ from fhir_server.errors import (
     UnknownResourceType,
     Unprocessable,
 )
+from fhir_server.interactions import person
 from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.service import FhirService
 from fhir_server.model.ids import new_resource_id
+from fhir_server.model.person import NOT_MASTER
 from fhir_server.model.references import is_valid_id
 from fhir_server.search.ast import SearchQuery
 from fhir_server.search.parse import parse_search
@@ -126,6 +128,10 @@ def _criteria_query(service: FhirService, resource_type: str, criteria: str) -> 
     params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
     if not params:
         raise BadRequest(f"Conditional criteria for {resource_type} are empty")
+    if resource_type == "Patient":
+        # A conditional write or If-None-Exist is a member's, about its own record: a master carries
+        # the member's MRN too (the union of identifiers) but is the hub's, never the one meant.
+        params.append(NOT_MASTER)
     return parse_search(resource_type, params, service.registry, strict=True)
 
 
@@ -141,11 +147,14 @@ async def write_resource(
     must_exist: bool = False,
     changes: list[ResourceChanged],
     minted: bool = False,
+    hub_owned: bool = False,
 ) -> WriteResult:
     """Write a new version of `resource_type/resource_id` with `body`; checks, meta, validation, index.
 
     `minted`: the server has just made `resource_id` (`new_id()`), so nothing can be stored under it
-    and the read of the current version is skipped (most writes of a transaction Bundle are these)."""
+    and the read of the current version is skipped (most writes of a transaction Bundle are these).
+    `hub_owned`: the hub itself writes (a master Patient); any other Patient write is a member's
+    record and is placed in the consortium record (`person.py`) in this same section."""
     if not is_valid_id(resource_id):
         raise BadRequest(f"'{resource_id}' is not a valid FHIR id", expression=f"{resource_type}.id")
     current = None if minted else await tx.current(resource_type, resource_id)
@@ -166,6 +175,10 @@ async def write_resource(
     # resourceType, id, meta first (as the spec's examples and every client expect), then the client's JSON.
     resource = {"resourceType": resource_type, "id": resource_id, "meta": meta}
     resource.update((k, v) for k, v in body.items() if k not in ("resourceType", "id", "meta"))
+    placement = None
+    if resource_type == "Patient" and not hub_owned:
+        person.refuse_master_write(current, resource)
+        placement = await person.place_source(service, tx, resource, current)
     if current is not None and current.body is not None and same_content(current.body, resource):
         # A no-op update (an HIS resending unchanged demographics) keeps the current version, as HAPI does.
         return WriteResult(current, created=False, changed=False)
@@ -182,6 +195,10 @@ async def write_resource(
         )
     )
     changes.append(ResourceChanged(resource_type, resource_id, version, method, resource))
+    if placement is not None:
+        await person.settle_masters(
+            service, tx, resource, placement, changes=changes, write=write_resource, delete=delete_resource
+        )
     return WriteResult(stored, created=current is None or current.deleted)
 
 
@@ -192,15 +209,24 @@ async def delete_resource(
     resource_id: str,
     *,
     changes: list[ResourceChanged],
+    hub_owned: bool = False,
 ) -> StoredVersion | None:
-    """Write a tombstone version; deleting what is absent or already deleted is a no-op (idempotent)."""
+    """Write a tombstone version; deleting what is absent or already deleted is a no-op (idempotent).
+
+    A member's Patient leaves its master (recomputed, or deleted with its last source)."""
     current = await tx.current(resource_type, resource_id)
     if current is None or current.deleted:
         return None
+    if resource_type == "Patient" and not hub_owned:
+        person.refuse_master_write(current, None)
     stored = await tx.write_version(
         NewVersion(resource_type, resource_id, current.version + 1, service.clock(), "DELETE", None, None)
     )
     changes.append(ResourceChanged(resource_type, resource_id, stored.version, "DELETE", None))
+    if resource_type == "Patient" and not hub_owned:
+        await person.source_deleted(
+            service, tx, current, changes=changes, write=write_resource, delete=delete_resource
+        )
     return stored
 
 

@@ -31,6 +31,7 @@ from adapters.hl7v2.transaction import (
     require,
 )
 from adapters.identity import patient_identifier_system
+from fhir_server.model.person import NOT_MASTER
 
 JsonObject = dict[str, Any]
 
@@ -85,7 +86,9 @@ def translate(message: Message, ctx: Context) -> Translation:
 
 async def _complete(sink: Sink, bundle: JsonObject, merge: dict[str, str]) -> None:
     """Add the old Patient's link and the re-pointed references (needs the store's current data)."""
-    found = await sink.search("Patient", [("identifier", f"{merge['old_system']}|{merge['old_value']}")])
+    found = await sink.search(
+        "Patient", [("identifier", f"{merge['old_system']}|{merge['old_value']}"), NOT_MASTER]
+    )
     olds = [
         e["resource"]
         for e in found.get("entry", [])
@@ -97,7 +100,7 @@ async def _complete(sink: Sink, bundle: JsonObject, merge: dict[str, str]) -> No
     moved: list[JsonObject] = []
     survivor = next(e for e in entries if e["fullUrl"] == merge["survivor_url"])
     current = await sink.search(
-        "Patient", [("identifier", f"{merge['survivor_system']}|{merge['survivor_value']}")]
+        "Patient", [("identifier", f"{merge['survivor_system']}|{merge['survivor_value']}"), NOT_MASTER]
     )
     for hit in current.get("entry", []):
         if hit.get("resource", {}).get("resourceType") == "Patient":

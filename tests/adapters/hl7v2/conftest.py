@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.hl7v2.hub_owned import MergeWatch
 from adapters.hl7v2.listener import MllpService, start_mllp
 from adapters.hl7v2.parse import parse
 from adapters.hl7v2.router import build_router
@@ -57,9 +56,7 @@ async def hl7_hub(hl7_settings: Settings) -> AsyncIterator[Hub]:
 
 @pytest.fixture
 async def mllp(hl7_settings: Settings, hl7_hub: Hub) -> AsyncIterator[MllpService]:
-    merges = MergeWatch()  # wired as `yilian serve` wires it
-    hl7_hub.service.events.subscribe(merges.on_change)
-    service = await start_mllp(hl7_settings, hl7_hub.sink, port=0, merges=merges)
+    service = await start_mllp(hl7_settings, hl7_hub.sink, port=0)
     try:
         yield service
     finally:

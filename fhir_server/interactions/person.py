@@ -1,0 +1,285 @@
+"""The consortium record inside the write section: a person's member records are linked by one master.
+
+Modelled as HAPI MDM models it: each member's own record (a *source*: keyed by its MRN, written by its
+HIS over HL7, its PACS, or a REST client) carries `link {type: refer}` to the person's *master* Patient,
+which the hub alone writes (`meta.tag urn:yilian:mpi|master`, Provenance agent = the hub) and which
+carries `link {type: seealso}` to each source and the survivorship of their data (`survivorship.py`).
+
+Unlike HAPI, a master exists once a person has two records (or an operator links one): a person known to
+one member only is that member's record alone. Why: a master carries the union of its sources'
+identifiers, so a member's `Patient?identifier=<its MRN>` would find two Patients for every patient, a
+PACS C-FIND would list every patient twice, and each registration would cost two more writes, for a
+master that links nothing.
+
+Why inside the write section and not after it: a search must never see two linked records without
+their master, and two members registering one person at the same moment must end with one master.
+Write sections are serialised, so the lookup and the writes of sources and master are one atomic step.
+
+Matching today: a valid 居民身份证 (GB 11643) is a certain match. A source carrying one joins the
+master that carries the same number; a record of another member carrying it and not yet linked is
+linked with it under a new master. A source whose number changed moves to its new person's master (or
+to none, if nobody else carries the number); the master it left is recomputed, and deleted once no
+source is left. A source without a resident ID keeps the master it has.
+
+What else a Patient write keeps here (hub-owned state a member's sender does not know):
+- the `refer` link to the master (a client's body may omit it or send it back; it is set either way);
+- merge links (`replaces` / `replaced-by`, written by an A40 or `$merge`): the current version's are
+  kept, and a record replaced by another stays `active: false`. A member's next A08 cannot undo a merge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_server.errors import Forbidden
+from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.service import FhirService
+from fhir_server.interactions.survivorship import master_body
+from fhir_server.model.ids import new_resource_id
+from fhir_server.model.person import is_master
+from fhir_server.search.parse import parse_search
+from fhir_server.storage.protocol import StoredVersion, WriteTransaction
+from terminology import cn_resident_id
+
+JsonObject = dict[str, Any]
+log = logging.getLogger(__name__)
+
+MERGE_LINK_TYPES = ("replaces", "replaced-by")
+PROVENANCE_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+HUB_AGENT = "YiLian hub (consortium master patient index)"
+MAX_CERTAIN = 50
+"""At most this many records share one resident ID (one person at every member, merged-away ones too)."""
+
+
+WriteFn = Callable[..., Awaitable[Any]]
+"""`write.write_resource`, passed in: `write` imports this module, so this one cannot import it."""
+DeleteFn = Callable[..., Awaitable[StoredVersion | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a source Patient belongs: its master before this write, after it (None: no master), and
+    the unlinked records of other members that join that master with it (certain matches)."""
+
+    previous: str | None
+    target: str | None
+    joining: tuple[StoredVersion, ...] = ()
+
+
+def refuse_master_write(current: StoredVersion | None, body: JsonObject | None) -> None:
+    """Masters are the hub's: a client may read them, never write, tag or delete one."""
+    if (current is not None and is_master(current.body)) or is_master(body):
+        raise Forbidden(
+            "Master Patients are kept by the hub's master patient index (meta.tag urn:yilian:mpi|master); "
+            "write the member's own Patient record instead",
+            expression="Patient.meta.tag",
+        )
+
+
+def _ref_id(link: Any) -> str | None:
+    if not isinstance(link, dict):
+        return None
+    other = link.get("other")
+    ref = other.get("reference") if isinstance(other, dict) else None
+    if isinstance(ref, str) and ref.startswith("Patient/") and "/" not in ref[8:]:
+        return ref[8:]
+    return None
+
+
+async def _master_of(tx: WriteTransaction, body: JsonObject | None) -> str | None:
+    """The master a stored source links to (`refer` to a Patient with the master tag)."""
+    for link in (body or {}).get("link") or []:
+        if link.get("type") != "refer":
+            continue
+        other = _ref_id(link)
+        if other is None:
+            continue
+        found = await tx.current("Patient", other)
+        if found is not None and is_master(found.body):
+            return other
+    return None
+
+
+def _resident_ids(resource: JsonObject) -> list[str]:
+    values = []
+    for ident in resource.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("system") == cn_resident_id.SYSTEM:
+            value = ident.get("value")
+            if isinstance(value, str) and cn_resident_id.is_valid(value):
+                values.append(cn_resident_id.normalise(value))
+    return values
+
+
+async def _certain_matches(
+    service: FhirService, tx: WriteTransaction, source_id: str, numbers: list[str]
+) -> list[StoredVersion]:
+    """Current Patients other than `source_id` carrying one of the resident ID `numbers`."""
+    criteria = ",".join(f"{cn_resident_id.SYSTEM}|{n}" for n in sorted(set(numbers)))
+    query = parse_search("Patient", [("identifier", criteria)], service.registry, strict=True)
+    found = []
+    for _, rid in sorted(await tx.search_ids(query, MAX_CERTAIN)):
+        if rid != source_id and (hit := await tx.current("Patient", rid)) is not None and hit.body:
+            found.append(hit)
+    return found
+
+
+async def place_source(
+    service: FhirService, tx: WriteTransaction, resource: JsonObject, current: StoredVersion | None
+) -> Placement:
+    """Choose the source's master and set the hub-owned links (and merge state) on `resource`."""
+    stored = current.body if current is not None else None
+    previous = await _master_of(tx, stored)
+    target = previous
+    joining: list[StoredVersion] = []
+    numbers = _resident_ids(resource)
+    if numbers:
+        matches = await _certain_matches(service, tx, str(resource["id"]), numbers)
+        masters = [m.id for m in matches if is_master(m.body)]
+        if len(set(masters)) > 1 and previous not in masters:
+            log.warning("%d masters carry one resident ID; the source joins the first by id", len(masters))
+        # A resident ID decides: the source belongs with the records carrying its number, not with a
+        # master that does not carry it (a corrected number moves the record to its person).
+        target = (previous if previous in masters else masters[0]) if masters else None
+        joining = [m for m in matches if not is_master(m.body) and await _master_of(tx, m.body) is None]
+        if joining and target is None:
+            target = new_resource_id()
+    hub_refs = {previous, target}
+    links = [
+        lk for lk in resource.get("link") or [] if not (lk.get("type") == "refer" and _ref_id(lk) in hub_refs)
+    ]
+    links += [
+        lk
+        for lk in (stored or {}).get("link") or []
+        if lk.get("type") in MERGE_LINK_TYPES and lk not in links
+    ]
+    if target is not None:
+        links.append(_refer(target))
+    if links:
+        resource["link"] = links
+    else:
+        resource.pop("link", None)
+    if any(lk.get("type") == "replaced-by" for lk in links):
+        resource["active"] = False
+    return Placement(previous, target, tuple(joining))
+
+
+def _refer(master_id: str) -> JsonObject:
+    return {"other": {"reference": f"Patient/{master_id}"}, "type": "refer"}
+
+
+async def settle_masters(
+    service: FhirService,
+    tx: WriteTransaction,
+    source: JsonObject,
+    placement: Placement,
+    *,
+    changes: list[ResourceChanged],
+    write: WriteFn,
+    delete: DeleteFn,
+) -> None:
+    """After the source is written: link the records joining it, recompute its master (and the one it
+    left) by survivorship."""
+    source_id = str(source["id"])
+    if placement.target is not None:
+        joined: dict[str, JsonObject | None] = {source_id: source}
+        for other in placement.joining:
+            assert other.body is not None
+            body = {k: v for k, v in other.body.items() if k != "meta"}
+            body["link"] = [*(other.body.get("link") or []), _refer(placement.target)]
+            await write(service, tx, "Patient", other.id, body, method="PUT", changes=changes, hub_owned=True)
+            # Survivorship ranks sources by when their member last wrote them, not by this link write.
+            joined[other.id] = other.body
+        await _recompute(service, tx, placement.target, joined, changes, write, delete)
+    if placement.previous is not None and placement.previous != placement.target:
+        await _recompute(service, tx, placement.previous, {source_id: None}, changes, write, delete)
+
+
+async def source_deleted(
+    service: FhirService,
+    tx: WriteTransaction,
+    current: StoredVersion,
+    *,
+    changes: list[ResourceChanged],
+    write: WriteFn,
+    delete: DeleteFn,
+) -> None:
+    """A deleted source leaves its master: recompute it without the source (deleted when none is left)."""
+    master = await _master_of(tx, current.body)
+    if master is not None:
+        await _recompute(service, tx, master, {current.id: None}, changes, write, delete)
+
+
+async def _recompute(
+    service: FhirService,
+    tx: WriteTransaction,
+    master_id: str,
+    changed: dict[str, JsonObject | None],
+    changes: list[ResourceChanged],
+    write: WriteFn,
+    delete: DeleteFn,
+) -> None:
+    """Rewrite master `master_id` with the sources in `changed` as given (None: no longer a source)."""
+    current = await tx.current("Patient", master_id)
+    old_body = current.body if current is not None else None
+    before = {rid for lk in (old_body or {}).get("link") or [] if (rid := _ref_id(lk)) is not None}
+    sources = [body for body in changed.values() if body is not None]
+    for rid in sorted(before - changed.keys()):
+        found = await tx.current("Patient", rid)
+        if found is not None and found.body is not None and not is_master(found.body):
+            sources.append(found.body)
+    if not sources:
+        if old_body is not None:
+            await delete(service, tx, "Patient", master_id, changes=changes, hub_owned=True)
+        return
+    body = master_body(master_id, sources)
+    after = {str(s["id"]) for s in sources}
+    result = await write(
+        service,
+        tx,
+        "Patient",
+        master_id,
+        body,
+        method="PUT",
+        changes=changes,
+        minted=current is None,
+        hub_owned=True,
+    )
+    if result.changed and (old_body is None or after != before):
+        trigger = next(iter(changed))  # the record whose write prompted this one
+        await _record_provenance(service, tx, result.stored, trigger, old_body is None, changes, write)
+
+
+async def _record_provenance(
+    service: FhirService,
+    tx: WriteTransaction,
+    master: StoredVersion,
+    source_id: str,
+    created: bool,
+    changes: list[ResourceChanged],
+    write: WriteFn,
+) -> None:
+    """Who linked the person's records: the hub, prompted by a write of `source_id`. Written when a
+    master is created or its sources change; a demographic change flowing from a source into its
+    master is the source's own Provenance's to account for."""
+    provenance = {
+        "resourceType": "Provenance",
+        "target": [{"reference": f"Patient/{master.id}/_history/{master.version}"}],
+        "recorded": service.clock(),
+        "activity": {
+            "coding": [{"system": DATA_OPERATION, "code": "CREATE" if created else "UPDATE"}],
+            "text": "master patient index: link member records of one person",
+        },
+        "agent": [
+            {
+                "type": {"coding": [{"system": PROVENANCE_TYPE, "code": "assembler"}]},
+                "who": {"display": HUB_AGENT},
+            }
+        ],
+        "entity": [{"role": "source", "what": {"reference": f"Patient/{source_id}"}}],
+    }
+    rid = new_resource_id()
+    await write(service, tx, "Provenance", rid, provenance, method="POST", changes=changes, minted=True)
