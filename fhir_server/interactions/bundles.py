@@ -17,6 +17,7 @@ from typing import Any
 from fhir_server.errors import BadRequest, FhirError, Issue, NotFound, PayloadTooLarge, PreconditionFailed
 from fhir_server.interactions import crud
 from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.person import ResidentIdIndex
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import (
     WriteResult,
@@ -237,19 +238,27 @@ async def _rewrite_all(entries: list[Entry], resolver: _Resolver, base_url: str)
 
 
 async def _execute(
-    service: FhirService, tx: WriteTransaction, entry: Entry, changes: list[ResourceChanged]
+    service: FhirService,
+    tx: WriteTransaction,
+    entry: Entry,
+    changes: list[ResourceChanged],
+    index: ResidentIdIndex | None = None,
 ) -> JsonObject:
     """Run one (already resolved) entry inside the write section and return its response element."""
     if entry.method == "DELETE":
         check_type(service, entry.resource_type)
         if entry.resource_id is not None:
-            await delete_resource(service, tx, entry.resource_type, entry.resource_id, changes=changes)
+            await delete_resource(
+                service, tx, entry.resource_type, entry.resource_id, changes=changes, index=index
+            )
         elif entry.criteria is not None:
             matches = await resolve_criteria(service, tx, entry.resource_type, entry.criteria)
             if len(matches) > 1:
                 raise PreconditionFailed(f"Conditional delete '{entry.url}' matches more than one resource")
             if matches:
-                await delete_resource(service, tx, entry.resource_type, matches[0][1], changes=changes)
+                await delete_resource(
+                    service, tx, entry.resource_type, matches[0][1], changes=changes, index=index
+                )
         else:
             raise BadRequest("DELETE needs an id or search criteria")
         return {"status": "204 No Content"}
@@ -269,6 +278,7 @@ async def _execute(
             changes=changes,
             assigned_id=entry.target_id,
             minted=entry.minted,
+            index=index,
         )
         entry.response["_resource"] = result.stored
         return _response_for(result)
@@ -288,6 +298,7 @@ async def _execute(
             if_match=entry.request.get("ifMatch"),
             changes=changes,
             minted=entry.minted,
+            index=index,
         )
         entry.response["_resource"] = result.stored
         return _response_for(result)
@@ -351,9 +362,11 @@ async def transaction(
         resolver = _Resolver(service, tx)
         await _assign_targets(service, tx, ordered, resolver)
         await _rewrite_all(ordered, resolver, base_url)
+        index = ResidentIdIndex()  # before the first write: see its docstring
+        await index.prefetch(service, tx, [e.resource for e in ordered if e.resource is not None])
         for entry in ordered:
             try:
-                responses[entry.index] = await _execute(service, tx, entry, changes)
+                responses[entry.index] = await _execute(service, tx, entry, changes, index)
             except FhirError as exc:
                 raise _entry_error(entry, exc) from exc
         for entry in ordered:

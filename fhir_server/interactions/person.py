@@ -67,7 +67,7 @@ class Placement:
 
     previous: str | None
     target: str | None
-    joining: tuple[StoredVersion, ...] = ()
+    joining: tuple[Holder, ...] = ()
 
 
 def refuse_master_write(current: StoredVersion | None, body: JsonObject | None) -> None:
@@ -92,8 +92,8 @@ def _ref_id(link: Any) -> str | None:
 
 async def _master_of(tx: WriteTransaction, body: JsonObject | None) -> str | None:
     """The master a stored source links to (`refer` to a Patient with the master tag)."""
-    for link in (body or {}).get("link") or []:
-        if link.get("type") != "refer":
+    for link in _listed(body, "link"):
+        if not isinstance(link, dict) or link.get("type") != "refer":
             continue
         other = _ref_id(link)
         if other is None:
@@ -104,9 +104,16 @@ async def _master_of(tx: WriteTransaction, body: JsonObject | None) -> str | Non
     return None
 
 
+def _listed(resource: JsonObject | None, key: str) -> list[Any]:
+    """`resource[key]` when it is a list, else nothing: a malformed body is placed as if it had none,
+    and the validator, which runs after placement, refuses it with the element's path."""
+    value = (resource or {}).get(key)
+    return value if isinstance(value, list) else []
+
+
 def _resident_ids(resource: JsonObject) -> list[str]:
     values = []
-    for ident in resource.get("identifier") or []:
+    for ident in _listed(resource, "identifier"):
         if isinstance(ident, dict) and ident.get("system") == cn_resident_id.SYSTEM:
             value = ident.get("value")
             if isinstance(value, str) and cn_resident_id.is_valid(value):
@@ -114,55 +121,115 @@ def _resident_ids(resource: JsonObject) -> list[str]:
     return values
 
 
-async def _certain_matches(
-    service: FhirService, tx: WriteTransaction, source_id: str, numbers: list[str]
-) -> list[StoredVersion]:
-    """Current Patients other than `source_id` carrying one of the resident ID `numbers`."""
-    criteria = ",".join(f"{cn_resident_id.SYSTEM}|{n}" for n in sorted(set(numbers)))
+Holder = tuple[str, JsonObject]
+"""A current Patient carrying a resident ID: its id and body."""
+
+
+async def _search_holders(service: FhirService, tx: WriteTransaction, numbers: set[str]) -> list[Holder]:
+    criteria = ",".join(f"{cn_resident_id.SYSTEM}|{n}" for n in sorted(numbers))
     query = parse_search("Patient", [("identifier", criteria)], service.registry, strict=True)
     found = []
-    for _, rid in sorted(await tx.search_ids(query, MAX_CERTAIN)):
-        if rid != source_id and (hit := await tx.current("Patient", rid)) is not None and hit.body:
-            found.append(hit)
+    for _, rid in sorted(await tx.search_ids(query, MAX_CERTAIN * len(numbers))):
+        hit = await tx.current("Patient", rid)
+        if hit is not None and hit.body is not None:
+            found.append((rid, hit.body))
     return found
 
 
+class ResidentIdIndex:
+    """Which Patients carry which resident IDs, for one write section: one search before the section's
+    first write instead of one per Patient it writes.
+
+    Why: a search inside a section waits until everything the section has buffered is written (SQLite:
+    the writer thread idle), so one search per registration in an HL7 round made the round wait for
+    its own inserts dozens of times. `prefetch` asks once for every number the section's Patients carry;
+    `wrote` keeps the answers true through every Patient write and delete of the section. A number that
+    was not prefetched is searched as before."""
+
+    def __init__(self) -> None:
+        self._prefetched: set[str] = set()
+        self._holders: dict[str, dict[str, JsonObject]] = {}
+        self._numbers_of: dict[str, list[str]] = {}
+
+    async def prefetch(self, service: FhirService, tx: WriteTransaction, resources: list[JsonObject]) -> None:
+        numbers = {n for r in resources if r.get("resourceType") == "Patient" for n in _resident_ids(r)}
+        if not numbers:
+            return
+        for rid, body in await _search_holders(service, tx, numbers):
+            self.wrote(rid, body)
+        self._prefetched |= numbers
+
+    def wrote(self, rid: str, body: JsonObject | None) -> None:
+        """Patient `rid` is now `body` (None: deleted)."""
+        for number in self._numbers_of.pop(rid, ()):
+            self._holders[number].pop(rid, None)
+        numbers = _resident_ids(body) if body is not None else []
+        if body is not None and numbers:
+            self._numbers_of[rid] = numbers
+            for number in numbers:
+                self._holders.setdefault(number, {})[rid] = body
+
+    def holders(self, numbers: list[str]) -> list[Holder] | None:
+        """The current Patients carrying any of `numbers`, or None when one was not prefetched."""
+        if not self._prefetched.issuperset(numbers):
+            return None
+        found = {rid: body for n in numbers for rid, body in self._holders.get(n, {}).items()}
+        return sorted(found.items())
+
+
+async def _certain_matches(
+    service: FhirService,
+    tx: WriteTransaction,
+    source_id: str,
+    numbers: list[str],
+    index: ResidentIdIndex | None,
+) -> list[Holder]:
+    """Current Patients other than `source_id` carrying one of the resident ID `numbers`."""
+    known = index.holders(numbers) if index is not None else None
+    found = known if known is not None else await _search_holders(service, tx, set(numbers))
+    return [(rid, body) for rid, body in found if rid != source_id]
+
+
 async def place_source(
-    service: FhirService, tx: WriteTransaction, resource: JsonObject, current: StoredVersion | None
+    service: FhirService,
+    tx: WriteTransaction,
+    resource: JsonObject,
+    current: StoredVersion | None,
+    index: ResidentIdIndex | None = None,
 ) -> Placement:
     """Choose the source's master and set the hub-owned links (and merge state) on `resource`."""
     stored = current.body if current is not None else None
     previous = await _master_of(tx, stored)
     target = previous
-    joining: list[StoredVersion] = []
+    joining: list[Holder] = []
     numbers = _resident_ids(resource)
     if numbers:
-        matches = await _certain_matches(service, tx, str(resource["id"]), numbers)
-        masters = [m.id for m in matches if is_master(m.body)]
+        matches = await _certain_matches(service, tx, str(resource["id"]), numbers, index)
+        masters = [rid for rid, body in matches if is_master(body)]
         if len(set(masters)) > 1 and previous not in masters:
             log.warning("%d masters carry one resident ID; the source joins the first by id", len(masters))
         # A resident ID decides: the source belongs with the records carrying its number, not with a
         # master that does not carry it (a corrected number moves the record to its person).
         target = (previous if previous in masters else masters[0]) if masters else None
-        joining = [m for m in matches if not is_master(m.body) and await _master_of(tx, m.body) is None]
+        joining = [(rid, b) for rid, b in matches if not is_master(b) and await _master_of(tx, b) is None]
         if joining and target is None:
             target = new_resource_id()
+    if "link" in resource and not isinstance(resource["link"], list):
+        return Placement(previous, target, tuple(joining))  # the validator refuses it
     hub_refs = {previous, target}
     links = [
-        lk for lk in resource.get("link") or [] if not (lk.get("type") == "refer" and _ref_id(lk) in hub_refs)
-    ]
-    links += [
         lk
-        for lk in (stored or {}).get("link") or []
-        if lk.get("type") in MERGE_LINK_TYPES and lk not in links
+        for lk in resource.get("link") or []
+        if not (isinstance(lk, dict) and lk.get("type") == "refer" and _ref_id(lk) in hub_refs)
     ]
+    links += [lk for lk in _listed(stored, "link") if lk.get("type") in MERGE_LINK_TYPES and lk not in links]
     if target is not None:
         links.append(_refer(target))
     if links:
         resource["link"] = links
     else:
         resource.pop("link", None)
-    if any(lk.get("type") == "replaced-by" for lk in links):
+    if any(isinstance(lk, dict) and lk.get("type") == "replaced-by" for lk in links):
         resource["active"] = False
     return Placement(previous, target, tuple(joining))
 
@@ -180,22 +247,32 @@ async def settle_masters(
     changes: list[ResourceChanged],
     write: WriteFn,
     delete: DeleteFn,
+    index: ResidentIdIndex | None = None,
 ) -> None:
     """After the source is written: link the records joining it, recompute its master (and the one it
     left) by survivorship."""
     source_id = str(source["id"])
     if placement.target is not None:
         joined: dict[str, JsonObject | None] = {source_id: source}
-        for other in placement.joining:
-            assert other.body is not None
-            body = {k: v for k, v in other.body.items() if k != "meta"}
-            body["link"] = [*(other.body.get("link") or []), _refer(placement.target)]
-            await write(service, tx, "Patient", other.id, body, method="PUT", changes=changes, hub_owned=True)
+        for other_id, other in placement.joining:
+            body = {k: v for k, v in other.items() if k != "meta"}
+            body["link"] = [*_listed(other, "link"), _refer(placement.target)]
+            await write(
+                service,
+                tx,
+                "Patient",
+                other_id,
+                body,
+                method="PUT",
+                changes=changes,
+                hub_owned=True,
+                index=index,
+            )
             # Survivorship ranks sources by when their member last wrote them, not by this link write.
-            joined[other.id] = other.body
-        await _recompute(service, tx, placement.target, joined, changes, write, delete)
+            joined[other_id] = other
+        await _recompute(service, tx, placement.target, joined, changes, write, delete, index)
     if placement.previous is not None and placement.previous != placement.target:
-        await _recompute(service, tx, placement.previous, {source_id: None}, changes, write, delete)
+        await _recompute(service, tx, placement.previous, {source_id: None}, changes, write, delete, index)
 
 
 async def source_deleted(
@@ -206,11 +283,12 @@ async def source_deleted(
     changes: list[ResourceChanged],
     write: WriteFn,
     delete: DeleteFn,
+    index: ResidentIdIndex | None = None,
 ) -> None:
     """A deleted source leaves its master: recompute it without the source (deleted when none is left)."""
     master = await _master_of(tx, current.body)
     if master is not None:
-        await _recompute(service, tx, master, {current.id: None}, changes, write, delete)
+        await _recompute(service, tx, master, {current.id: None}, changes, write, delete, index)
 
 
 async def _recompute(
@@ -221,11 +299,12 @@ async def _recompute(
     changes: list[ResourceChanged],
     write: WriteFn,
     delete: DeleteFn,
+    index: ResidentIdIndex | None,
 ) -> None:
     """Rewrite master `master_id` with the sources in `changed` as given (None: no longer a source)."""
     current = await tx.current("Patient", master_id)
     old_body = current.body if current is not None else None
-    before = {rid for lk in (old_body or {}).get("link") or [] if (rid := _ref_id(lk)) is not None}
+    before = {rid for lk in _listed(old_body, "link") if (rid := _ref_id(lk)) is not None}
     sources = [body for body in changed.values() if body is not None]
     for rid in sorted(before - changed.keys()):
         found = await tx.current("Patient", rid)
@@ -233,7 +312,7 @@ async def _recompute(
             sources.append(found.body)
     if not sources:
         if old_body is not None:
-            await delete(service, tx, "Patient", master_id, changes=changes, hub_owned=True)
+            await delete(service, tx, "Patient", master_id, changes=changes, hub_owned=True, index=index)
         return
     body = master_body(master_id, sources)
     after = {str(s["id"]) for s in sources}
@@ -247,6 +326,7 @@ async def _recompute(
         changes=changes,
         minted=current is None,
         hub_owned=True,
+        index=index,
     )
     if result.changed and (old_body is None or after != before):
         trigger = next(iter(changed))  # the record whose write prompted this one

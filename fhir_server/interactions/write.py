@@ -148,13 +148,15 @@ async def write_resource(
     changes: list[ResourceChanged],
     minted: bool = False,
     hub_owned: bool = False,
+    index: person.ResidentIdIndex | None = None,
 ) -> WriteResult:
     """Write a new version of `resource_type/resource_id` with `body`; checks, meta, validation, index.
 
     `minted`: the server has just made `resource_id` (`new_id()`), so nothing can be stored under it
     and the read of the current version is skipped (most writes of a transaction Bundle are these).
     `hub_owned`: the hub itself writes (a master Patient); any other Patient write is a member's
-    record and is placed in the consortium record (`person.py`) in this same section."""
+    record and is placed in the consortium record (`person.py`) in this same section. `index`: the
+    section's resident IDs, when it writes many Patients (a transaction Bundle)."""
     if not is_valid_id(resource_id):
         raise BadRequest(f"'{resource_id}' is not a valid FHIR id", expression=f"{resource_type}.id")
     current = None if minted else await tx.current(resource_type, resource_id)
@@ -178,7 +180,7 @@ async def write_resource(
     placement = None
     if resource_type == "Patient" and not hub_owned:
         person.refuse_master_write(current, resource)
-        placement = await person.place_source(service, tx, resource, current)
+        placement = await person.place_source(service, tx, resource, current, index)
     if current is not None and current.body is not None and same_content(current.body, resource):
         # A no-op update (an HIS resending unchanged demographics) keeps the current version, as HAPI does.
         return WriteResult(current, created=False, changed=False)
@@ -195,9 +197,18 @@ async def write_resource(
         )
     )
     changes.append(ResourceChanged(resource_type, resource_id, version, method, resource))
+    if index is not None and resource_type == "Patient":
+        index.wrote(resource_id, resource)
     if placement is not None:
         await person.settle_masters(
-            service, tx, resource, placement, changes=changes, write=write_resource, delete=delete_resource
+            service,
+            tx,
+            resource,
+            placement,
+            changes=changes,
+            write=write_resource,
+            delete=delete_resource,
+            index=index,
         )
     return WriteResult(stored, created=current is None or current.deleted)
 
@@ -210,6 +221,7 @@ async def delete_resource(
     *,
     changes: list[ResourceChanged],
     hub_owned: bool = False,
+    index: person.ResidentIdIndex | None = None,
 ) -> StoredVersion | None:
     """Write a tombstone version; deleting what is absent or already deleted is a no-op (idempotent).
 
@@ -223,9 +235,11 @@ async def delete_resource(
         NewVersion(resource_type, resource_id, current.version + 1, service.clock(), "DELETE", None, None)
     )
     changes.append(ResourceChanged(resource_type, resource_id, stored.version, "DELETE", None))
+    if index is not None and resource_type == "Patient":
+        index.wrote(resource_id, None)
     if resource_type == "Patient" and not hub_owned:
         await person.source_deleted(
-            service, tx, current, changes=changes, write=write_resource, delete=delete_resource
+            service, tx, current, changes=changes, write=write_resource, delete=delete_resource, index=index
         )
     return stored
 
@@ -240,6 +254,7 @@ async def create_resource(
     changes: list[ResourceChanged],
     assigned_id: str | None = None,
     minted: bool = False,
+    index: person.ResidentIdIndex | None = None,
 ) -> WriteResult:
     """POST semantics: a client `id` is ignored; `If-None-Exist` returns the one match instead.
 
@@ -263,6 +278,7 @@ async def create_resource(
         method="POST",
         changes=changes,
         minted=minted or assigned_id is None,
+        index=index,
     )
 
 
