@@ -11,6 +11,7 @@ import httpx
 
 from fhir_server.model.person import MASTER_TAG_CODE, MASTER_TAG_SYSTEM, is_master
 from terminology import cn_resident_id
+from tests.records import masters, search
 
 RESIDENT = cn_resident_id.SYSTEM
 LI_XIULAN = cn_resident_id.make("411302", dt.date(1961, 3, 14), 122)
@@ -36,16 +37,6 @@ async def read(client: httpx.AsyncClient, ref: str) -> dict[str, Any]:
     r = await client.get(f"/fhir/{ref}")
     assert r.status_code == 200, r.text
     return dict(r.json())
-
-
-async def search(client: httpx.AsyncClient, rtype: str, **params: str) -> list[dict[str, Any]]:
-    r = await client.get(f"/fhir/{rtype}", params=params)
-    assert r.status_code == 200, r.text
-    return [e["resource"] for e in r.json().get("entry", [])]
-
-
-async def masters(client: httpx.AsyncClient) -> list[dict[str, Any]]:
-    return await search(client, "Patient", _tag=f"{MASTER_TAG_SYSTEM}|{MASTER_TAG_CODE}")
 
 
 def master_ref(source: dict[str, Any]) -> str | None:

@@ -12,8 +12,8 @@ import httpx
 
 from adapters.hl7v2.client import send_all
 from adapters.hl7v2.listener import MllpService
-from fhir_server.model.person import MASTER_TAG_CODE, MASTER_TAG_SYSTEM
 from tests.adapters.hl7v2.conftest import sample
+from tests.records import masters, search
 
 TOWNSHIP_SYSTEM = "urn:yilian:member:FYXWSY:patient-id"
 COUNTY_SYSTEM = "urn:yilian:member:FYXRMYY:patient-id"
@@ -34,16 +34,6 @@ def county_registration(control: str = "ADT7001", mrn: str = "ZY-5566") -> bytes
 
 def county_result(mrn: str = "ZY-5566") -> bytes:
     return sample("oru_r01").replace(b"MRN10001^^^FYXWSY", f"{mrn}^^^FYXRMYY".encode())
-
-
-async def search(fhir: httpx.AsyncClient, rtype: str, **params: str) -> list[dict[str, Any]]:
-    r = await fhir.get(f"/fhir/{rtype}", params=params)
-    assert r.status_code == 200, r.text
-    return [e["resource"] for e in r.json().get("entry", [])]
-
-
-async def masters(fhir: httpx.AsyncClient) -> list[dict[str, Any]]:
-    return await search(fhir, "Patient", _tag=f"{MASTER_TAG_SYSTEM}|{MASTER_TAG_CODE}")
 
 
 async def source(fhir: httpx.AsyncClient, system: str, mrn: str) -> dict[str, Any]:
