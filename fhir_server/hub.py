@@ -20,6 +20,7 @@ from fhir_server.api.app import create_app
 from fhir_server.errors import FhirError, Issue
 from fhir_server.interactions.audit import AuditTrail
 from fhir_server.interactions.ingest import InProcessSink
+from fhir_server.interactions.matching import MatchRules
 from fhir_server.interactions.search_parameters import check_search_parameter, load_stored, registry_updater
 from fhir_server.interactions.service import FhirService, Limits
 from fhir_server.model.definitions import resource_types
@@ -90,6 +91,7 @@ def build_service(
             default_page_size=settings.default_page_size,
             max_page_size=settings.max_page_size,
         ),
+        match_rules=MatchRules(possible=settings.match_possible, probable=settings.match_probable),
     )
     service.events.subscribe(registry_updater(registry))
     return service

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     api_tokens: dict[str, str] = Field(default_factory=dict)  # bearer token -> client name (JSON in env)
     allow_open_network: bool = False  # serve FHIR on a non-loopback address without tokens (not advised)
     audit_flush_seconds: float = 1.0  # AuditEvents of every access are written in batches this often
+    # Consortium record: Patient/$match grades below a resident-ID match (interactions/matching.py)
+    match_possible: float = 0.55  # score from which a candidate is a `possible` match
+    match_probable: float = 0.85  # score from which it is `probable` (still never linked automatically)
 
     # HL7 v2 / MLLP
     mllp_host: str = "127.0.0.1"

@@ -1,4 +1,4 @@
-"""Operation and compartment routes: Patient/$everything, compartment searches, $reindex.
+"""Operation and compartment routes: Patient/$everything, Patient/$match, compartment searches, $reindex.
 
 Operations are registered before every other route (`/$reindex` would otherwise be read as a type),
 the compartment search after all of them (`Patient/1/_history` is history, not a compartment).
@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api.body import read_resource_body
 from fhir_server.api.context import base_url, state_of
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response
@@ -16,6 +17,7 @@ from fhir_server.api.routing import RouteTable
 from fhir_server.errors import Issue
 from fhir_server.interactions.capabilities import OperationInfo
 from fhir_server.interactions.operations.everything import patient_everything
+from fhir_server.interactions.operations.match import patient_match
 from fhir_server.interactions.operations.reindex import reindex
 from fhir_server.interactions.search import compartment_search
 from fhir_server.interactions.write import check_type
@@ -24,6 +26,7 @@ from fhir_server.model.outcomes import operation_outcome
 OPERATIONS = [
     OperationInfo("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate", ("*",)),
     OperationInfo("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything", ("Patient",)),
+    OperationInfo("match", "http://hl7.org/fhir/OperationDefinition/Patient-match", ("Patient",)),
     OperationInfo("reindex", "urn:yilian:OperationDefinition:reindex", ()),
 ]
 
@@ -42,6 +45,14 @@ def build_operation_router() -> RouteTable:
             list(request.query_params.multi_items()),
             base_url=base_url(request),
         )
+        return json_response(bundle, pretty=neg.pretty)
+
+    @router.post("/Patient/$match")
+    async def match(request: Request) -> Response:
+        neg = negotiate(request)
+        service = state_of(request).service
+        body = await read_resource_body(request)
+        bundle = await patient_match(service, body, service.match_rules, base_url=base_url(request))
         return json_response(bundle, pretty=neg.pretty)
 
     @router.post("/$reindex")

@@ -36,6 +36,7 @@ from typing import Any
 
 from fhir_server.errors import Forbidden
 from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.matching import resident_ids
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.survivorship import master_body
 from fhir_server.model.ids import new_resource_id
@@ -112,13 +113,7 @@ def _listed(resource: JsonObject | None, key: str) -> list[Any]:
 
 
 def _resident_ids(resource: JsonObject) -> list[str]:
-    values = []
-    for ident in _listed(resource, "identifier"):
-        if isinstance(ident, dict) and ident.get("system") == cn_resident_id.SYSTEM:
-            value = ident.get("value")
-            if isinstance(value, str) and cn_resident_id.is_valid(value):
-                values.append(cn_resident_id.normalise(value))
-    return values
+    return sorted(resident_ids(resource))
 
 
 Holder = tuple[str, JsonObject]

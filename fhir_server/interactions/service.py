@@ -8,6 +8,7 @@ from typing import Any
 
 from fhir_server.errors import Issue
 from fhir_server.interactions.events import EventBus
+from fhir_server.interactions.matching import MatchRules
 from fhir_server.search.index import IndexEntries
 from fhir_server.storage.protocol import ResourceStore
 from fhir_server.storage.timestamps import now_instant
@@ -33,4 +34,5 @@ class FhirService:
     resource_types: frozenset[str]
     events: EventBus = field(default_factory=EventBus)
     limits: Limits = field(default_factory=Limits)
+    match_rules: MatchRules = field(default_factory=MatchRules)
     clock: Callable[[], str] = now_instant
