@@ -30,6 +30,9 @@ check: $(STAMP)
 # (the load alone takes about 7 minutes); the default keeps `make bench` to a few minutes.
 SEARCH_RESOURCES ?= 100000
 BENCH_DB ?= /tmp/yilian-search-bench.db
+# MATCH_PATIENTS=1000000 reproduces the 1M Patient/$match figures (the load takes about 4 minutes).
+MATCH_PATIENTS ?= 100000
+MATCH_DB ?= /tmp/yilian-match-bench.db
 
 bench: $(STAMP)
 	$(BIN)/python bench/fhir_core_bench.py
@@ -39,6 +42,8 @@ bench: $(STAMP)
 	rm -f $(BENCH_DB)*
 	$(BIN)/python bench/search_load.py --db $(BENCH_DB) --resources $(SEARCH_RESOURCES)
 	$(BIN)/python bench/search_queries.py --db $(BENCH_DB) --rounds 100
+	rm -f $(MATCH_DB)*
+	$(BIN)/python bench/match.py --db $(MATCH_DB) --patients $(MATCH_PATIENTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

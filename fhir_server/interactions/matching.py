@@ -5,10 +5,11 @@ The rule (weights and thresholds are `MatchRules`, set from `YILIAN_MATCH_*` set
   two different valid numbers are `certainly-not` (score 0.0), whatever else agrees.
 - Otherwise a weighted sum over what the probe says, each feature scored in [0, 1]:
   name 0.35 (same folded name or same pinyin reading 1.0, else rapidfuzz similarity of the readings,
-  so 李秀兰 / 李秀莲 score high and 张三 / Zhang San score 1.0), birth date 0.30 (same day 1.0, same
-  month 0.3), gender 0.10, phone 0.15 (same digits, ignoring +86 and separators), address 0.10
-  (rapidfuzz token-set similarity of the address text).
-  A feature the probe lacks adds nothing, so name and birth date alone reach at most 0.65: `possible`.
+  so 李秀兰 / 李秀莲 score high and 张三 / Zhang San score 1.0), birth date 0.25 (same day 1.0, same
+  month 0.3), gender 0.10, phone 0.20 (same digits, ignoring +86 and separators), address 0.10
+  (rapidfuzz token-set similarity of the address text); the weights add up to 1.
+  A feature the probe lacks adds nothing, so name and birth date alone reach at most 0.60, and name
+  and phone (how a desk confirms a caller) 0.55: `possible`, never more.
 - Grades: `probable` from `probable` (0.85), `possible` from `possible` (0.55); below that no match.
   Only `certain` ever links records by itself; `probable` and `possible` are for review.
 """
@@ -38,9 +39,9 @@ class MatchRules:
     possible: float = 0.55
     probable: float = 0.85
     name: float = 0.35
-    birth_date: float = 0.30
+    birth_date: float = 0.25
     gender: float = 0.10
-    phone: float = 0.15
+    phone: float = 0.20
     address: float = 0.10
 
 

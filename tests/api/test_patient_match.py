@@ -167,3 +167,23 @@ async def test_the_capability_statement_names_the_operation(client: httpx.AsyncC
         "name": "match",
         "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match",
     } in patient_rest["operation"]
+
+
+async def test_without_a_birth_date_a_phone_or_the_name_finds_the_person(client: httpx.AsyncClient) -> None:
+    li = await create(client, patient("XYRMYY", "C-1", **LI_DETAILS))
+    by_phone = {
+        "resourceType": "Patient",
+        "name": [{"text": "李秀兰"}],
+        "telecom": [{"value": "+86 138-0000-1111"}],
+    }
+    assert [(pid, grade) for pid, grade, _ in await match(client, by_phone)] == [(li, "possible")]
+    # Neither phone nor birth date: the name block (the last resort) finds her; gender and address
+    # agreeing make her possible, the name alone does not.
+    by_name = {
+        "resourceType": "Patient",
+        "name": [{"text": "李 秀兰"}],
+        "gender": "female",
+        "address": LI_DETAILS["address"],
+    }
+    assert [(pid, grade) for pid, grade, _ in await match(client, by_name)] == [(li, "possible")]
+    assert await match(client, {"resourceType": "Patient", "name": [{"text": "李秀兰"}]}) == []

@@ -6,9 +6,10 @@ when the hub has linked their records, else the one record; each with `search.sc
 `match-grade` extension (certain | probable | possible). Scoring is `matching.py`'s rule.
 
 Candidates come from indexed searches only (blocking), never a scan: the probe's 居民身份证 numbers,
-its phone numbers, its birth date, and each of its names (string prefix of the whole name). Each block is
-capped at `BLOCK_LIMIT` records; a birth date shared by more than that (1,000,000 patients spread over
-a century share a day about 27 at a time) leaves the rest to the other blocks.
+its phone numbers, its birth date, and, for a probe with neither phone nor birth date, each of its
+names (string prefix of the whole name). Each block is capped at `BLOCK_LIMIT` records; a birth date
+shared by more than that (1,000,000 patients spread over 90 years share a day about 30 at a time)
+leaves the rest to the other blocks, and so does a common name.
 """
 
 from __future__ import annotations
@@ -86,8 +87,13 @@ def _blocks(probe: JsonObject) -> list[list[tuple[str, str]]]:
     birth = probe.get("birthDate")
     if isinstance(birth, str) and len(birth) >= 10:
         blocks.append([("birthdate", birth[:10])])
-    for name in chinese_names.names_of(probe):
-        blocks.append([("name", chinese_names.fold(name))])
+    elif not numbers_as_sent:
+        # Only without a birth date and a phone: with either, a record that differs in it reaches
+        # `possible` only through the other, whose own block finds it. A common name (王伟) is
+        # thousands of records, read 200 at a time here (and AND-ed with a year or a gender, no index
+        # narrows it: 0.6 s at 1M Patients), so it is the last resort.
+        for name in chinese_names.names_of(probe):
+            blocks.append([("name", chinese_names.fold(name))])
     return blocks
 
 
