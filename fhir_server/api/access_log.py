@@ -106,5 +106,6 @@ class AccessLogMiddleware:
                 resource_type=resource_type,
                 resource_id=resource_id,
                 query=query,
+                operation=next((p for p in parts if p.startswith("$")), None),
             )
         )

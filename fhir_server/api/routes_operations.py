@@ -1,4 +1,5 @@
-"""Operation and compartment routes: Patient/$everything, Patient/$match, compartment searches, $reindex.
+"""Operation and compartment routes: Patient/$everything, $match, $mpi-link, $mpi-split,
+compartment searches, $reindex.
 
 Operations are registered before every other route (`/$reindex` would otherwise be read as a type),
 the compartment search after all of them (`Patient/1/_history` is history, not a compartment).
@@ -18,6 +19,7 @@ from fhir_server.errors import Issue
 from fhir_server.interactions.capabilities import OperationInfo
 from fhir_server.interactions.operations.everything import patient_everything
 from fhir_server.interactions.operations.match import patient_match
+from fhir_server.interactions.operations.mpi_links import mpi_link, mpi_split
 from fhir_server.interactions.operations.reindex import reindex
 from fhir_server.interactions.search import compartment_search
 from fhir_server.interactions.write import check_type
@@ -27,6 +29,8 @@ OPERATIONS = [
     OperationInfo("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate", ("*",)),
     OperationInfo("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything", ("Patient",)),
     OperationInfo("match", "http://hl7.org/fhir/OperationDefinition/Patient-match", ("Patient",)),
+    OperationInfo("mpi-link", "urn:yilian:OperationDefinition:mpi-link", ("Patient",)),
+    OperationInfo("mpi-split", "urn:yilian:OperationDefinition:mpi-split", ("Patient",)),
     OperationInfo("reindex", "urn:yilian:OperationDefinition:reindex", ()),
 ]
 
@@ -54,6 +58,18 @@ def build_operation_router() -> RouteTable:
         body = await read_resource_body(request)
         bundle = await patient_match(service, body, service.match_rules, base_url=base_url(request))
         return json_response(bundle, pretty=neg.pretty)
+
+    @router.post("/Patient/$mpi-link")
+    async def link(request: Request) -> Response:
+        neg = negotiate(request)
+        answer = await mpi_link(state_of(request).service, await read_resource_body(request))
+        return json_response(answer, pretty=neg.pretty)
+
+    @router.post("/Patient/$mpi-split")
+    async def split(request: Request) -> Response:
+        neg = negotiate(request)
+        answer = await mpi_split(state_of(request).service, await read_resource_body(request))
+        return json_response(answer, pretty=neg.pretty)
 
     @router.post("/$reindex")
     async def reindex_all(request: Request) -> Response:

@@ -56,6 +56,7 @@ class AccessRecord:
     resource_type: str | None = None
     resource_id: str | None = None
     query: str | None = None
+    operation: str | None = None  # `$match`, `$mpi-split`, ...: which operation an "operation" ran
 
 
 def audit_event(record: AccessRecord) -> dict[str, Any]:
@@ -96,6 +97,8 @@ def audit_event(record: AccessRecord) -> dict[str, Any]:
         entity["what"] = {"display": record.resource_type}
     if record.query:
         entity["query"] = base64.b64encode(record.query.encode("utf-8")).decode("ascii")
+    if record.operation:
+        entity["detail"] = [{"type": "operation", "valueString": record.operation}]
     if entity:
         event["entity"] = [entity]
     return event

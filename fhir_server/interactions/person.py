@@ -34,13 +34,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_server.errors import Forbidden
+from fhir_server.errors import Forbidden, Issue, NotFound, Unprocessable
 from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.matching import resident_ids
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.survivorship import master_body
 from fhir_server.model.ids import new_resource_id
-from fhir_server.model.person import is_master
+from fhir_server.model.person import is_master, not_same_person
 from fhir_server.search.parse import parse_search
 from fhir_server.storage.protocol import StoredVersion, WriteTransaction
 from terminology import cn_resident_id
@@ -199,14 +199,22 @@ async def place_source(
     joining: list[Holder] = []
     numbers = _resident_ids(resource)
     if numbers:
-        matches = await _certain_matches(service, tx, str(resource["id"]), numbers, index)
-        masters = [rid for rid, body in matches if is_master(body)]
+        source_id = str(resource["id"])
+        matches = await _certain_matches(service, tx, source_id, numbers, index)
+        # A master an operator split this record from is not its person, whatever the numbers say.
+        refused = {rid for rid, body in matches if is_master(body) and source_id in not_same_person(body)}
+        masters = [rid for rid, body in matches if is_master(body) and rid not in refused]
         if len(set(masters)) > 1 and previous not in masters:
             log.warning("%d masters carry one resident ID; the source joins the first by id", len(masters))
         # A resident ID decides: the source belongs with the records carrying its number, not with a
         # master that does not carry it (a corrected number moves the record to its person).
         target = (previous if previous in masters else masters[0]) if masters else None
         joining = [(rid, b) for rid, b in matches if not is_master(b) and await _master_of(tx, b) is None]
+        if refused and target is None:
+            joining = []  # records that were split apart are not joined again under a new master
+        elif target is not None:
+            excluded = not_same_person(next((b for rid, b in matches if rid == target), {}))
+            joining = [(rid, b) for rid, b in joining if rid not in excluded]
         if joining and target is None:
             target = new_resource_id()
     if "link" in resource and not isinstance(resource["link"], list):
@@ -295,10 +303,15 @@ async def _recompute(
     write: WriteFn,
     delete: DeleteFn,
     index: ResidentIdIndex | None,
+    *,
+    split: str | None = None,
+    unsplit: str | None = None,
 ) -> None:
-    """Rewrite master `master_id` with the sources in `changed` as given (None: no longer a source)."""
+    """Rewrite master `master_id` with the sources in `changed` as given (None: no longer a source),
+    remembering `split` as not this person, or forgetting that of `unsplit`."""
     current = await tx.current("Patient", master_id)
     old_body = current.body if current is not None else None
+    not_same = (not_same_person(old_body) | ({split} if split else set())) - {unsplit}
     before = {rid for lk in _listed(old_body, "link") if (rid := _ref_id(lk)) is not None}
     sources = [body for body in changed.values() if body is not None]
     for rid in sorted(before - changed.keys()):
@@ -309,7 +322,7 @@ async def _recompute(
         if old_body is not None:
             await delete(service, tx, "Patient", master_id, changes=changes, hub_owned=True, index=index)
         return
-    body = master_body(master_id, sources)
+    body = master_body(master_id, sources, sorted(not_same))
     after = {str(s["id"]) for s in sources}
     result = await write(
         service,
@@ -358,3 +371,103 @@ async def _record_provenance(
     }
     rid = new_resource_id()
     await write(service, tx, "Provenance", rid, provenance, method="POST", changes=changes, minted=True)
+
+
+async def _source_record(tx: WriteTransaction, rid: str, what: str) -> StoredVersion:
+    found = await tx.current("Patient", rid)
+    if found is None or found.body is None:
+        raise NotFound(f"{what} Patient/{rid} does not exist")
+    if is_master(found.body):
+        raise Unprocessable(
+            f"{what} Patient/{rid} is a master; name a member's own record",
+            [Issue("error", "business-rule", f"Patient/{rid} is a master", (f"Parameters.{what}",))],
+        )
+    return found
+
+
+async def _write_links(
+    service: FhirService,
+    tx: WriteTransaction,
+    record: StoredVersion,
+    master: str | None,
+    changes: list[ResourceChanged],
+    write: WriteFn,
+) -> JsonObject:
+    """Rewrite a member's record with `refer` to `master` (None: to no master) instead of its current one."""
+    assert record.body is not None
+    previous = await _master_of(tx, record.body)
+    body = {k: v for k, v in record.body.items() if k != "meta"}
+    links = [
+        lk
+        for lk in _listed(record.body, "link")
+        if not (lk.get("type") == "refer" and _ref_id(lk) == previous)
+    ]
+    if master is not None:
+        links.append(_refer(master))
+    body["link"] = links
+    if not links:
+        body.pop("link")
+    result = await write(
+        service, tx, "Patient", record.id, body, method="PUT", changes=changes, hub_owned=True
+    )
+    return dict(result.stored.body)
+
+
+async def split_source(
+    service: FhirService,
+    tx: WriteTransaction,
+    source_id: str,
+    *,
+    changes: list[ResourceChanged],
+    write: WriteFn,
+    delete: DeleteFn,
+) -> str:
+    """`$mpi-split`: take a member's record out of its person; the master remembers it as not the same
+    person, so the next message carrying the same resident ID does not link it again. Returns the master."""
+    record = await _source_record(tx, source_id, "source-patient")
+    master = await _master_of(tx, record.body)
+    if master is None:
+        raise Unprocessable(
+            f"Patient/{source_id} is not linked to a master",
+            [Issue("error", "business-rule", "the record is not linked", ("Parameters.source-patient",))],
+        )
+    await _write_links(service, tx, record, None, changes, write)
+    await _recompute(service, tx, master, {source_id: None}, changes, write, delete, None, split=source_id)
+    return master
+
+
+async def link_records(
+    service: FhirService,
+    tx: WriteTransaction,
+    source_id: str,
+    target_id: str,
+    *,
+    changes: list[ResourceChanged],
+    write: WriteFn,
+    delete: DeleteFn,
+) -> str:
+    """`$mpi-link`: an operator says a member's record is the person of `target_id` (a master, or
+    another member's record). Undoes an earlier split from that person. Returns the master."""
+    record = await _source_record(tx, source_id, "source-patient")
+    target = await tx.current("Patient", target_id)
+    if target is None or target.body is None:
+        raise NotFound(f"target-patient Patient/{target_id} does not exist")
+    previous = await _master_of(tx, record.body)
+    joined: dict[str, JsonObject | None] = {}
+    if is_master(target.body):
+        master = target_id
+    elif (target_master := await _master_of(tx, target.body)) is not None:
+        master = target_master
+    else:
+        master = new_resource_id()
+        joined[target_id] = await _write_links(service, tx, target, master, changes, write)
+    changed: dict[str, JsonObject | None] = {  # the source first: it is what the Provenance names
+        source_id: await _write_links(service, tx, record, master, changes, write)
+        if previous != master
+        else record.body,
+        **joined,
+    }
+    await _recompute(service, tx, master, changed, changes, write, delete, None, unsplit=source_id)
+    if previous is not None and previous != master:
+        await _recompute(service, tx, previous, {source_id: None}, changes, write, delete, None)
+    return master

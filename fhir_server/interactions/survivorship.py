@@ -11,7 +11,9 @@ The rule (pure; the same sources give the same master, whatever order they were 
   last write, later recomputations by that link write. Per-element times come with HL7 field-level
   updates.);
 - **active**: true while any source is active (a record merged away is not);
-- **link**: `seealso` to every source, in id order; the sources carry `refer` back (`person.py`).
+- **link**: `seealso` to every source, in id order; the sources carry `refer` back (`person.py`);
+- **extension** `mpi-not-same-person`: each record an operator split from the person, so that no
+  certain match links it again.
 Member-specific elements (generalPractitioner, managingOrganization, contact) stay on the sources.
 """
 
@@ -21,7 +23,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from fhir_server.model.person import MASTER_TAG
+from fhir_server.model.person import MASTER_TAG, NOT_SAME_PERSON_URL
 from terminology import cn_resident_id
 
 JsonObject = dict[str, Any]
@@ -49,14 +51,20 @@ def _present(value: Any) -> bool:
     return value not in (None, "", [], {})
 
 
-def master_body(master_id: str, sources: Sequence[JsonObject]) -> JsonObject:
-    """The master Patient `master_id` for `sources` (current member records, at least one)."""
+def master_body(master_id: str, sources: Sequence[JsonObject], not_same: Sequence[str] = ()) -> JsonObject:
+    """The master Patient `master_id` for `sources` (current member records, at least one) and the
+    records an operator split from it (`not_same`, kept as extensions)."""
     newest_first = sorted(sources, key=_recency, reverse=True)
     master: JsonObject = {
         "resourceType": "Patient",
         "id": master_id,
         "meta": {"tag": [dict(MASTER_TAG)]},
     }
+    if not_same:
+        master["extension"] = [
+            {"url": NOT_SAME_PERSON_URL, "valueReference": {"reference": f"Patient/{rid}"}}
+            for rid in sorted(set(not_same))
+        ]
     identifiers = _identifiers(newest_first)
     if identifiers:
         master["identifier"] = identifiers

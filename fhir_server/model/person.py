@@ -16,10 +16,24 @@ MASTER_TAG = {
     "code": MASTER_TAG_CODE,
     "display": "Master Patient of one person, kept by the YiLian hub",
 }
+NOT_SAME_PERSON_URL = "http://yilian.org.cn/fhir/StructureDefinition/mpi-not-same-person"
+"""Extension on a master: a record an operator split from this person (`$mpi-split`), which no
+certain match may link to it again. R4's Patient.link has no "not the same person" type."""
 NOT_MASTER = ("_tag:not", f"{MASTER_TAG_SYSTEM}|{MASTER_TAG_CODE}")
 """The search parameter that leaves masters out: member records only."""
 ONLY_MASTERS = ("_tag", f"{MASTER_TAG_SYSTEM}|{MASTER_TAG_CODE}")
 """The search parameter that keeps masters only."""
+
+
+def not_same_person(master: Any) -> set[str]:
+    """Ids of the records split from `master` (Patient JSON) by an operator."""
+    found = set()
+    for ext in (master.get("extension") if isinstance(master, dict) else None) or []:
+        if isinstance(ext, dict) and ext.get("url") == NOT_SAME_PERSON_URL:
+            ref = (ext.get("valueReference") or {}).get("reference", "")
+            if isinstance(ref, str) and ref.startswith("Patient/"):
+                found.add(ref[8:])
+    return found
 
 
 def is_master(resource: Any) -> bool:

@@ -244,3 +244,113 @@ async def test_everything_from_one_member_shows_the_others_results(client: httpx
     got = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in r.json()["entry"]}
     assert {f"ImagingStudy/{ct}", f"DiagnosticReport/{lab}", f"Patient/{county}"} <= got
     assert f"Patient/{stranger}" not in got
+
+
+def reference_params(**refs: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": name.replace("_", "-"), "valueReference": {"reference": ref}}
+            for name, ref in refs.items()
+        ],
+    }
+
+
+async def test_a_wrong_link_split_stays_split_and_a_link_undoes_it(
+    hub: Any, client: httpx.AsyncClient
+) -> None:
+    county = await create(
+        client, member_patient("XYRMYY", "C-1", resident_id=LI_XIULAN, name=[{"text": "李秀兰"}])
+    )
+    # The township keyed in her number for another woman; an operator splits the wrong link.
+    township_body = member_patient("DLZWSY", "T-1", resident_id=LI_XIULAN, name=[{"text": "李秀芬"}])
+    township = await create(client, township_body)
+    (master,) = await masters(client)
+    r = await client.post(
+        "/fhir/Patient/$mpi-split", json=reference_params(source_patient=f"Patient/{township}")
+    )
+    assert r.status_code == 200, r.text
+    answer = {p["name"]: p["resource"] for p in r.json()["parameter"]}
+    assert master_ref(answer["source-patient"]) is None
+    assert seealso(answer["master"]) == {f"Patient/{county}"}
+
+    # The township's HIS sends the record again (same number): it is not linked again, and a third
+    # member's record with that number joins her master, not the split record.
+    r = await client.put(
+        "/fhir/Patient", params={"identifier": "urn:yilian:member:DLZWSY:patient-id|T-1"}, json=township_body
+    )
+    assert r.status_code == 200 and master_ref(r.json()) is None, r.text
+    village = await create(client, member_patient("HSZWSY", "V-1", resident_id=LI_XIULAN))
+    (master,) = await masters(client)
+    assert seealso(master) == {f"Patient/{county}", f"Patient/{village}"}
+    everything = (await client.get(f"/fhir/Patient/{county}/$everything")).json()
+    assert f"Patient/{township}" not in {f"Patient/{e['resource']['id']}" for e in everything["entry"]}
+
+    # The operator was wrong after all: linking undoes the split.
+    r = await client.post(
+        "/fhir/Patient/$mpi-link",
+        json=reference_params(source_patient=f"Patient/{township}", target_patient=f"Patient/{village}"),
+    )
+    assert r.status_code == 200, r.text
+    (master,) = await masters(client)
+    assert seealso(master) == {f"Patient/{county}", f"Patient/{village}", f"Patient/{township}"}
+    assert "extension" not in master
+    r = await client.put(
+        "/fhir/Patient", params={"identifier": "urn:yilian:member:DLZWSY:patient-id|T-1"}, json=township_body
+    )
+    assert master_ref(r.json()) == f"Patient/{master['id']}"
+
+    # Both corrections are audited like every request.
+    await hub.audit.flush()
+    audits = await search(client, "AuditEvent", _count="200")
+    ops = sorted(d["valueString"] for a in audits for e in a.get("entity", []) for d in e.get("detail", []))
+    assert ops == ["$everything", "$mpi-link", "$mpi-split"]
+
+
+async def test_linking_records_without_a_resident_id(client: httpx.AsyncClient) -> None:
+    county = await create(
+        client, member_patient("XYRMYY", "C-1", name=[{"text": "王伟"}], birthDate="1970-01-02")
+    )
+    township = await create(client, member_patient("DLZWSY", "T-1", name=[{"text": "王 伟"}]))
+    assert await masters(client) == []
+    r = await client.post(
+        "/fhir/Patient/$mpi-link",
+        json=reference_params(source_patient=f"Patient/{township}", target_patient=f"Patient/{county}"),
+    )
+    assert r.status_code == 200, r.text
+    (master,) = await masters(client)
+    assert seealso(master) == {f"Patient/{county}", f"Patient/{township}"}
+    assert master["birthDate"] == "1970-01-02"
+    # The member's next update (without a resident ID, without the link) keeps its record linked.
+    body = member_patient("DLZWSY", "T-1", name=[{"text": "王伟"}], gender="male")
+    r = await client.put(
+        "/fhir/Patient", params={"identifier": "urn:yilian:member:DLZWSY:patient-id|T-1"}, json=body
+    )
+    assert master_ref(r.json()) == f"Patient/{master['id']}"
+    (master,) = await masters(client)
+    assert master["gender"] == "male"
+    (prov,) = await search(client, "Provenance", target=f"Patient/{master['id']}")
+    assert prov["entity"] == [{"role": "source", "what": {"reference": f"Patient/{township}"}}]
+
+
+async def test_link_and_split_refuse_what_they_cannot_do(client: httpx.AsyncClient) -> None:
+    a = await create(client, member_patient("XYRMYY", "C-1", resident_id=LI_XIULAN))
+    await create(client, member_patient("DLZWSY", "T-1", resident_id=LI_XIULAN))
+    alone = await create(client, member_patient("DLZWSY", "T-2"))
+    (master,) = await masters(client)
+    cases = [
+        ("split", reference_params(source_patient=f"Patient/{master['id']}"), 422),
+        ("split", reference_params(source_patient=f"Patient/{alone}"), 422),
+        ("split", reference_params(source_patient="Patient/nope"), 404),
+        ("split", reference_params(source_patient="Observation/1"), 400),
+        ("split", {"resourceType": "Parameters"}, 400),
+        ("link", reference_params(source_patient=f"Patient/{a}"), 400),
+        ("link", reference_params(source_patient=f"Patient/{a}", target_patient=f"Patient/{a}"), 400),
+        ("link", reference_params(source_patient=f"Patient/{alone}", target_patient="Patient/nope"), 404),
+    ]
+    for op, body, status in cases:
+        r = await client.post(f"/fhir/Patient/$mpi-{op}", json=body)
+        assert r.status_code == status, (op, body, r.text)
+        assert r.json()["resourceType"] == "OperationOutcome"
+    (after,) = await masters(client)
+    assert after["meta"]["versionId"] == master["meta"]["versionId"]

@@ -109,3 +109,37 @@ async def test_registrations_over_two_connections_at_once_make_one_master(
     assert len(master["link"]) == 40
     linked = await search(fhir, "Patient", link=f"Patient/{master['id']}", _count="100")
     assert len(linked) == 40
+
+
+async def test_a_split_record_stays_split_when_its_member_sends_again(
+    mllp: MllpService, fhir: httpx.AsyncClient
+) -> None:
+    assert acked(await send_all("127.0.0.1", mllp.port, [sample("adt_a04_utf8"), county_registration()])) == [
+        "AA",
+        "AA",
+    ]
+    township = await source(fhir, TOWNSHIP_SYSTEM, "MRN10001")
+    county = await source(fhir, COUNTY_SYSTEM, "ZY-5566")
+    split = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "source-patient", "valueReference": {"reference": f"Patient/{township['id']}"}}
+        ],
+    }
+    r = await fhir.post("/fhir/Patient/$mpi-split", json=split)
+    assert r.status_code == 200, r.text
+    a08 = (
+        sample("adt_a04_utf8")
+        .replace(b"ADT^A04^ADT_A01|ADT0001", b"ADT^A08^ADT_A01|ADT0009")
+        .replace(b"EVN|A04", b"EVN|A08")
+        .replace(b"13800138000", b"13800138009")
+    )
+    assert acked(await send_all("127.0.0.1", mllp.port, [a08, county_registration("ADT7002")])) == [
+        "AA",
+        "AA",
+    ]
+    township_now = await source(fhir, TOWNSHIP_SYSTEM, "MRN10001")
+    assert "13800138009" in {t.get("value") for t in township_now["telecom"]}  # the update applied
+    assert not [lk for lk in township_now.get("link", []) if lk["type"] == "refer"]
+    (master,) = await masters(fhir)
+    assert {lk["other"]["reference"] for lk in master["link"]} == {f"Patient/{county['id']}"}
