@@ -94,7 +94,13 @@ async def test_capability_statement_lists_operations(client: httpx.AsyncClient) 
     assert statement["fhirVersion"] == "4.0.1"
     rest = statement["rest"][0]
     patient = next(r for r in rest["resource"] if r["type"] == "Patient")
-    assert {o["name"] for o in patient["operation"]} == {"validate", "everything", "match", "mpi-link", "mpi-split"}
+    assert {o["name"] for o in patient["operation"]} == {
+        "validate",
+        "everything",
+        "match",
+        "mpi-link",
+        "mpi-split",
+    }
     assert {o["name"] for o in rest["operation"]} == {"reindex"}
     assert len(rest["resource"]) == 146
     assert any(p["name"] == "identifier" for p in patient["searchParam"])
