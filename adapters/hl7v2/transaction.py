@@ -15,7 +15,7 @@ import datetime as dt
 import hashlib
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from adapters.base import AdapterError, Sink
 from adapters.hl7v2.parse import Message, Segment
 from adapters.identity import member_slug, organization_identifier_system
+from fhir_server.model.sparse_update import request_extensions
 
 JsonObject = dict[str, Any]
 
@@ -125,10 +126,15 @@ class TransactionBuilder:
         query = f"identifier={_q(system)}|{_q(value)}"
         return self._add(resource, {"method": "PUT", "url": f"{rtype}?{query}"}, f"{rtype}?{query}")
 
-    def upsert_patient(self, resource: JsonObject, system: str, value: str) -> str:
-        """`upsert` of a Patient from PID: the sender's demographics replace the record; its master and
-        merge links stay (kept by the write section)."""
-        return self.upsert(resource, system, value)
+    def upsert_patient(
+        self, resource: JsonObject, system: str, value: str, cleared: Sequence[str] = ()
+    ) -> str:
+        """`upsert` of a Patient from PID with v2 update semantics: what the PID sends replaces, what it
+        leaves empty stays, what it sends as `""` (`cleared`) is deleted (a sparse update, applied in
+        the write section; so are the master and merge links kept)."""
+        url = self.upsert(resource, system, value)
+        self._by_url[url]["request"]["extension"] = request_extensions(list(cleared))
+        return url
 
     def ensure(self, resource: JsonObject, system: str, value: str) -> str:
         """Conditional create by identifier: create only when no resource has that identifier."""

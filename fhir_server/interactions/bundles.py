@@ -30,6 +30,7 @@ from fhir_server.interactions.write import (
     resolve_criteria,
     write_resource,
 )
+from fhir_server.model import sparse_update
 from fhir_server.model.outcomes import operation_outcome
 from fhir_server.model.references import RELATIVE_REFERENCE, rewrite_references
 from fhir_server.storage.protocol import StoredVersion, WriteTransaction
@@ -299,6 +300,7 @@ async def _execute(
             changes=changes,
             minted=entry.minted,
             index=index,
+            sparse=sparse_update.from_request(entry.request),
         )
         entry.response["_resource"] = result.stored
         return _response_for(result)

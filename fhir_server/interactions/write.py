@@ -24,6 +24,8 @@ from fhir_server.interactions.service import FhirService
 from fhir_server.model.ids import new_resource_id
 from fhir_server.model.person import NOT_MASTER
 from fhir_server.model.references import is_valid_id
+from fhir_server.model.sparse_update import SparseUpdate
+from fhir_server.model.sparse_update import apply as apply_sparse
 from fhir_server.search.ast import SearchQuery
 from fhir_server.search.parse import parse_search
 from fhir_server.storage.protocol import NewVersion, StoredVersion, WriteTransaction
@@ -149,6 +151,7 @@ async def write_resource(
     minted: bool = False,
     hub_owned: bool = False,
     index: person.ResidentIdIndex | None = None,
+    sparse: SparseUpdate | None = None,
 ) -> WriteResult:
     """Write a new version of `resource_type/resource_id` with `body`; checks, meta, validation, index.
 
@@ -156,7 +159,8 @@ async def write_resource(
     and the read of the current version is skipped (most writes of a transaction Bundle are these).
     `hub_owned`: the hub itself writes (a master Patient); any other Patient write is a member's
     record and is placed in the consortium record (`person.py`) in this same section. `index`: the
-    section's resident IDs, when it writes many Patients (a transaction Bundle)."""
+    section's resident IDs, when it writes many Patients (a transaction Bundle). `sparse`: elements the
+    body lacks keep their current values (HL7 v2 update semantics, `model/sparse_update.py`)."""
     if not is_valid_id(resource_id):
         raise BadRequest(f"'{resource_id}' is not a valid FHIR id", expression=f"{resource_type}.id")
     current = None if minted else await tx.current(resource_type, resource_id)
@@ -170,6 +174,8 @@ async def write_resource(
             )
     if must_exist and (current is None or current.deleted):
         raise NotFound(f"{resource_type}/{resource_id} does not exist")
+    if sparse is not None and current is not None and current.body is not None:
+        body = apply_sparse(current.body, body, sparse)
     version = (current.version + 1) if current is not None else 1
     meta = dict(body.get("meta") or {})
     meta["versionId"] = str(version)

@@ -21,7 +21,7 @@ def translate(message: Message, ctx: Context) -> Translation:
     assert pid_seg is not None
     patient = pid.translate(pid_seg, tx.facility, ctx.tz)
     patient.resource["managingOrganization"] = {"reference": tx.organization(tx.facility)}
-    patient_url = tx.upsert_patient(patient.resource, patient.system, patient.value)
+    patient_url = tx.upsert_patient(patient.resource, patient.system, patient.value, patient.cleared)
     tx.patient_key = patient.key
     pv1_seg = message.first("PV1")
     if pv1_seg is not None and message.trigger in ("A01", "A04", "A08"):

@@ -4,9 +4,9 @@ The IG has no map for A40; our design:
 - the surviving Patient (PID-3) is conditionally updated with `link.type = replaces` → the old Patient;
 - the old Patient (MRG-1, same member namespace rules as PID-3) is kept, set `active: false` and
   `link.type = replaced-by` → the survivor (FHIR's merge representation, Patient.link);
-- the survivor keeps everything it had: an A40's PID usually carries only the number and a name, so
-  an element it does not send is kept from the survivor's current record and its identifiers are the
-  union (a 居民身份证 registered earlier is never dropped by a merge);
+- the survivor keeps everything it had: an A40's PID usually carries only the number and a name, and
+  its PUT is a sparse update like every PID's (`fhir_server/model/sparse_update.py`): what it does not
+  send stays, identifiers of other systems stay (a 居民身份证 registered earlier is never dropped);
 - clinical resources whose patient is the old Patient (`MOVED_TYPES`: Encounter, ServiceRequest,
   DiagnosticReport, Observation, ImagingStudy, Task ...) are re-pointed to the survivor in the same
   transaction. Provenance keeps pointing at what it recorded: history is not rewritten.
@@ -66,13 +66,11 @@ def translate(message: Message, ctx: Context) -> Translation:
     survivor = pid.translate(pid_seg, tx.facility, ctx.tz)
     if (survivor.system, survivor.value) == (old_system, old_value):
         raise TranslationError("MRG-1 names the surviving patient itself", "MRG-1", "102")
-    survivor_url = tx.upsert_patient(survivor.resource, survivor.system, survivor.value)
+    survivor_url = tx.upsert_patient(survivor.resource, survivor.system, survivor.value, survivor.cleared)
     tx.patient_key = survivor.key
     translation = tx.finish()
     merge = {
         "survivor_url": survivor_url,
-        "survivor_system": survivor.system,
-        "survivor_value": survivor.value,
         "old_system": old_system,
         "old_value": old_value,
     }
@@ -99,12 +97,6 @@ async def _complete(sink: Sink, bundle: JsonObject, merge: dict[str, str]) -> No
     entries: list[JsonObject] = bundle["entry"]
     moved: list[JsonObject] = []
     survivor = next(e for e in entries if e["fullUrl"] == merge["survivor_url"])
-    current = await sink.search(
-        "Patient", [("identifier", f"{merge['survivor_system']}|{merge['survivor_value']}"), NOT_MASTER]
-    )
-    for hit in current.get("entry", []):
-        if hit.get("resource", {}).get("resourceType") == "Patient":
-            _keep_survivor(survivor["resource"], hit["resource"])
     links = survivor["resource"].setdefault("link", [])
     for old in olds:
         old_ref = f"Patient/{old['id']}"
@@ -135,13 +127,3 @@ async def _complete(sink: Sink, bundle: JsonObject, merge: dict[str, str]) -> No
     entries[:0] = moved
     provenance = entries[-1]["resource"]
     provenance["target"] += [{"reference": e["request"]["url"]} for e in moved]
-
-
-def _keep_survivor(update: JsonObject, current: JsonObject) -> None:
-    """What the survivor had and the A40 does not send stays: elements it omits, identifiers it lacks."""
-    for key, value in current.items():
-        if key not in update and key not in ("id", "meta"):
-            update[key] = value
-    idents = update.setdefault("identifier", [])
-    have = {(i.get("system"), i.get("value")) for i in idents}
-    idents += [i for i in current.get("identifier", []) if (i.get("system"), i.get("value")) not in have]

@@ -6,6 +6,10 @@ so the DICOM edge and HL7 agree. A 居民身份证 number (CX.5 = NNCHN/RI/ID-ca
 the resident-ID authority, or PID-19 holding 18 characters) gets the national system and must pass the
 GB 11643 check digit: a wrong number is rejected (AE naming the field) rather than linking two people.
 The Patient is written by conditional update on the first member-local number (`key`).
+
+Update semantics (v2): a field the message leaves empty changes nothing, a field sent as `""` deletes
+the value. `translate` therefore says which Patient elements the PID deleted (`cleared`); the writer
+sends a sparse update (`fhir_server/model/sparse_update.py`) that keeps what the PID does not carry.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class PatientIdentity:
     resource: JsonObject
     system: str
     value: str
+    cleared: tuple[str, ...] = ()  # Patient elements the PID deleted with `""`
 
     @property
     def key(self) -> str:
@@ -83,22 +88,64 @@ def identifiers(pid: Segment, facility: str) -> tuple[list[JsonObject], tuple[st
     return out, key or resident_key
 
 
+NULL = '""'
+"""The v2 null: "delete the value this field had"."""
+ELEMENT_FIELDS = (
+    ("name", (5, 9)),
+    ("birthDate", (7,)),
+    ("gender", (8,)),
+    ("address", (11,)),
+    ("telecom", (13, 14, 40)),
+    ("communication", (15,)),
+    ("maritalStatus", (16,)),
+    ("deceased", (29, 30)),
+)
+"""Which PID fields make each Patient element (the v2-to-FHIR PID[Patient] map)."""
+
+
+def cleared_elements(pid: Segment, patient: JsonObject) -> tuple[str, ...]:
+    """Elements whose fields the PID sent as `""` and that got no value from another of their fields."""
+    return tuple(
+        element
+        for element, fields in ELEMENT_FIELDS
+        if not any(k == element or k.startswith(element) for k in patient)
+        and any(pid.raw(n) == NULL for n in fields)
+    )
+
+
 def translate(pid: Segment, facility: str, tz: ZoneInfo) -> PatientIdentity:
     """PID → Patient. Raises TranslationError naming the field for missing ids or malformed values."""
+    patient = _translate(pid, facility, tz)
+    return PatientIdentity(
+        patient.resource, patient.system, patient.value, cleared_elements(pid, patient.resource)
+    )
+
+
+def _value(pid: Segment, n: int) -> str:
+    """PID-n's first component, with the v2 null read as nothing (`cleared_elements` notes it)."""
+    value = pid.get(n)
+    return "" if value == NULL else value
+
+
+def _reps(pid: Segment, n: int) -> list[str]:
+    return [r for r in pid.reps(n) if r != NULL]
+
+
+def _translate(pid: Segment, facility: str, tz: ZoneInfo) -> PatientIdentity:
     idents, key = identifiers(pid, facility)
     if key is None:
         raise TranslationError("no patient identifier in PID-3", "PID-3", "101")
     patient: JsonObject = {"resourceType": "Patient", "identifier": idents, "active": True}
-    names = [n for n in (dtp.xpn(r, pid.enc) for r in pid.reps(5)) if n]
-    names += [{**n, "use": n.get("use", "usual")} for n in (dtp.xpn(r, pid.enc) for r in pid.reps(9)) if n]
+    names = [n for n in (dtp.xpn(r, pid.enc) for r in _reps(pid, 5)) if n]
+    names += [{**n, "use": n.get("use", "usual")} for n in (dtp.xpn(r, pid.enc) for r in _reps(pid, 9)) if n]
     if names:
         patient["name"] = names
-    gender = lookup("0001", pid.get(8))
+    gender = lookup("0001", _value(pid, 8))
     if gender:
         patient["gender"] = gender
-    elif pid.get(8):
+    elif _value(pid, 8):
         raise TranslationError(f"administrative sex '{pid.get(8)}' not in table 0001", "PID-8", "103")
-    birth = pid.get(7)
+    birth = _value(pid, 7)
     if birth:
         try:
             patient["birthDate"] = dtp.date(birth)
@@ -113,21 +160,21 @@ def translate(pid: Segment, facility: str, tz: ZoneInfo) -> PatientIdentity:
                 }
         except dtp.DataTypeError as exc:
             raise TranslationError(str(exc), "PID-7", "102") from exc
-    telecom = [t for t in (dtp.xtn(r, pid.enc, "home") for r in pid.reps(13)) if t]
-    telecom += [t for t in (dtp.xtn(r, pid.enc, "work") for r in pid.reps(14)) if t]
-    telecom += [t for t in (dtp.xtn(r, pid.enc) for r in pid.reps(40)) if t]
+    telecom = [t for t in (dtp.xtn(r, pid.enc, "home") for r in _reps(pid, 13)) if t]
+    telecom += [t for t in (dtp.xtn(r, pid.enc, "work") for r in _reps(pid, 14)) if t]
+    telecom += [t for t in (dtp.xtn(r, pid.enc) for r in _reps(pid, 40)) if t]
     if telecom:
         patient["telecom"] = telecom
-    addresses = [a for a in (dtp.xad(r, pid.enc) for r in pid.reps(11)) if a]
+    addresses = [a for a in (dtp.xad(r, pid.enc) for r in _reps(pid, 11)) if a]
     if addresses:
         patient["address"] = addresses
-    marital = dtp.cwe(pid.raw(16).split(pid.enc.repetition)[0], pid.enc) if pid.raw(16) else None
+    marital = dtp.cwe(pid.raw(16).split(pid.enc.repetition)[0], pid.enc) if _reps(pid, 16) else None
     if marital:
         patient["maritalStatus"] = marital
-    language = dtp.cwe(pid.raw(15), pid.enc) if pid.raw(15) else None
+    language = dtp.cwe(pid.raw(15), pid.enc) if _reps(pid, 15) else None
     if language:
         patient["communication"] = [{"language": language}]
-    if pid.get(29):
+    if _value(pid, 29):
         try:
             patient["deceasedDateTime"] = dtp.dtm(pid.get(29), tz)
         except dtp.DataTypeError as exc:

@@ -143,3 +143,29 @@ async def test_a_split_record_stays_split_when_its_member_sends_again(
     assert not [lk for lk in township_now.get("link", []) if lk["type"] == "refer"]
     (master,) = await masters(fhir)
     assert {lk["other"]["reference"] for lk in master["link"]} == {f"Patient/{county['id']}"}
+
+
+async def test_a_sparse_a08_changes_only_what_it_sends_and_clears_what_it_sends_empty(
+    mllp: MllpService, fhir: httpx.AsyncClient
+) -> None:
+    assert acked(await send_all("127.0.0.1", mllp.port, [sample("adt_a04_utf8")])) == ["AA"]
+    before = await source(fhir, TOWNSHIP_SYSTEM, "MRN10001")
+    # An A08 with only the MRN (no 身份证), a new name, PID-13 sent as "" (delete the home phones)
+    # and no address, birth date or sex (no change).
+    a08 = (
+        "MSH|^~\\&|HIS|FYXWSY|YILIAN|YLHUB|20240316090000||ADT^A08^ADT_A01|ADT0108|P|2.5||||||UNICODE UTF-8\r"
+        "EVN|A08|20240316090000\r"
+        'PID|1||MRN10001^^^FYXWSY^MR||张^叁^^^^^L^I||||||||""\r'
+    ).encode()
+    assert acked(await send_all("127.0.0.1", mllp.port, [a08])) == ["AA"]
+    after = await source(fhir, TOWNSHIP_SYSTEM, "MRN10001")
+    assert after["name"][0]["given"] == ["叁"]  # sent: replaced
+    assert {"system": "urn:oid:2.16.156.10011.1.3", "value": "330102198005121233"} in [
+        {"system": i["system"], "value": i["value"]} for i in after["identifier"]
+    ]  # not sent: kept
+    for kept in ("birthDate", "gender", "address"):
+        assert after[kept] == before[kept], kept
+    assert "telecom" not in after  # sent as "": deleted
+    assert [lk for lk in after.get("link", []) if lk["type"] == "refer"] == [
+        lk for lk in before.get("link", []) if lk["type"] == "refer"
+    ]

@@ -37,6 +37,13 @@ def test_adt_a04_patient_names_identifiers_phones_address() -> None:
     assert entry["request"] == {
         "method": "PUT",
         "url": "Patient?identifier=urn:yilian:member:FYXWSY:patient-id|MRN10001",
+        # v2 update semantics: what the PID leaves empty stays (nothing is sent as "" here)
+        "extension": [
+            {
+                "url": "http://yilian.org.cn/fhir/StructureDefinition/update-keeps-absent-elements",
+                "valueBoolean": True,
+            }
+        ],
     }
 
 
