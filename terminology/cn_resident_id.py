@@ -12,6 +12,7 @@ with W_i = 2^(17-i) mod 11 = 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2.
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 
 SYSTEM = "urn:oid:2.16.156.10011.1.3"
 """Identifier.system of a resident ID in this hub: the OID used for the resident identity card in
@@ -49,7 +50,9 @@ def problem(number: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=65536)
 def is_valid(number: str) -> bool:
+    """Cached: a write section asks about each Patient's number several times (placement, its index)."""
     return problem(number) is None
 
 
