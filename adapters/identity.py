@@ -15,6 +15,9 @@ DICOM_UID_SYSTEM = "urn:dicom:uid"
 # 居民身份证号码 (GB 11643): one system for every edge, defined beside its check digit.
 CN_RESIDENT_ID_SYSTEM = cn_resident_id.SYSTEM
 
+RESIDENT_ID_ISSUERS = frozenset({"CHN", "身份证", "居民身份证", "2.16.156.10011.1.3", "GB11643"})
+"""Assigning authorities (HL7 CX.4) and DICOM Issuers of Patient ID that mean "this is a 居民身份证"."""
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
 
 

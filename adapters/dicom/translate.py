@@ -9,6 +9,7 @@ result never depends on the order instances arrived in.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,13 +20,16 @@ from zoneinfo import ZoneInfo
 from adapters.dicom.instances import StoredInstance
 from adapters.dicom.summary import InstanceSummary, Name
 from adapters.identity import (
+    CN_RESIDENT_ID_SYSTEM,
     DICOM_UID_SYSTEM,
     organization_identifier_system,
     patient_identifier_system,
     uid_value,
 )
+from terminology import cn_resident_id
 
 JsonObject = dict[str, Any]
+log = logging.getLogger(__name__)
 
 DCM_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 SNOMED = "http://snomed.info/sct"
@@ -217,7 +221,17 @@ def _series(members: list[InstanceSummary], ctx: StudyContext) -> JsonObject:
 
 
 def _patient(s: InstanceSummary, system: str, value: str, org_url: str | None) -> JsonObject:
+    """The member's Patient as its PACS knows it. A valid 居民身份证 among the IDs joins it to the
+    person's master in the hub (as HL7 registrations do); an invalid one is left out, not refused: the
+    images are safe already, and a wrong number must not link two people."""
     patient: JsonObject = {"resourceType": "Patient", "identifier": [{"system": system, "value": value}]}
+    if s.resident_id:
+        if cn_resident_id.is_valid(s.resident_id):
+            patient["identifier"].append(
+                {"system": CN_RESIDENT_ID_SYSTEM, "value": cn_resident_id.normalise(s.resident_id)}
+            )
+        else:
+            log.warning("study %s: a resident ID that fails GB 11643 is left out of the Patient", s.study_uid)
     names = human_names(s.patient_name)
     if names:
         patient["name"] = names

@@ -22,13 +22,12 @@ from adapters.hl7v2 import datatypes as dtp
 from adapters.hl7v2.parse import Segment
 from adapters.hl7v2.tables import lookup
 from adapters.hl7v2.transaction import TranslationError
-from adapters.identity import CN_RESIDENT_ID_SYSTEM, patient_identifier_system
+from adapters.identity import CN_RESIDENT_ID_SYSTEM, RESIDENT_ID_ISSUERS, patient_identifier_system
 from terminology import cn_resident_id
 
 JsonObject = dict[str, Any]
 
 RESIDENT_ID_TYPES = {"NNCHN", "RI", "ID", "SFZ", "CN"}
-RESIDENT_ID_AUTHORITIES = {"CHN", "身份证", "居民身份证", "2.16.156.10011.1.3", "GB11643"}
 _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 
 
@@ -69,7 +68,7 @@ def identifiers(pid: Segment, facility: str) -> tuple[list[JsonObject], tuple[st
             if not value:
                 continue
             location = f"PID-{field_no}" + (f"[{i + 1}]" if i else "")
-            if id_type.upper() in RESIDENT_ID_TYPES or authority in RESIDENT_ID_AUTHORITIES:
+            if id_type.upper() in RESIDENT_ID_TYPES or authority in RESIDENT_ID_ISSUERS:
                 ident = _resident(value, location)
                 resident_key = resident_key or (CN_RESIDENT_ID_SYSTEM, ident["value"])
             else:
