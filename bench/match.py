@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.search_load import FAMILIES, GIVENS  # noqa: E402  (the same name pool as the search bench)
 from fhir_server.interactions.matching import MatchRules  # noqa: E402
 from fhir_server.interactions.operations.match import patient_match  # noqa: E402
 from fhir_server.interactions.search import search_bundle  # noqa: E402
@@ -37,27 +38,6 @@ from fhir_server.storage.protocol import NewVersion  # noqa: E402
 from fhir_server.storage.sqlite.store import SqliteStore  # noqa: E402
 from terminology import cn_resident_id  # noqa: E402
 
-FAMILIES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
-GIVENS = [
-    "伟",
-    "芳",
-    "娜",
-    "秀英",
-    "敏",
-    "静",
-    "丽",
-    "强",
-    "磊",
-    "军",
-    "洋",
-    "勇",
-    "艳",
-    "杰",
-    "涛",
-    "明",
-    "超",
-    "秀兰",
-]
 MEMBERS = ["XYRMYY", "DLZWSY", "HSZWSY", "XCWSS"]
 LAST_UPDATED = "2026-12-01T00:00:00.000Z"
 BASE = "http://bench/fhir"
