@@ -19,12 +19,13 @@ from typing import Any
 from pypinyin import Style, lazy_pinyin
 
 _HAN = r"\u3400-\u9fff\uf900-\ufaff"
+_ANY_HAN = re.compile(f"[{_HAN}]")
 _SPACE_AROUND_HAN = re.compile(rf"(?<=[{_HAN}])\s+|\s+(?=[{_HAN}])")
 _SEPARATORS = re.compile(r"[\s·•.\-_,，、]+")
 
 
 def has_han(text: str) -> bool:
-    return re.search(f"[{_HAN}]", text) is not None
+    return _ANY_HAN.search(text) is not None
 
 
 @lru_cache(maxsize=65536)

@@ -22,16 +22,11 @@ from typing import Any
 
 from rapidfuzz import fuzz
 
+from fhir_server.model.person import listed
 from terminology import chinese_names, cn_resident_id
 
 JsonObject = dict[str, Any]
 _NOT_DIGITS = re.compile(r"\D+")
-
-
-def _listed(resource: JsonObject, key: str) -> list[Any]:
-    """`resource[key]` if it is a list: a `$match` probe is not validated, and a stored record is."""
-    value = resource.get(key)
-    return value if isinstance(value, list) else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +49,7 @@ class Match:
 def resident_ids(resource: JsonObject) -> set[str]:
     """The valid 居民身份证 numbers a Patient carries, normalised."""
     found = set()
-    for ident in _listed(resource, "identifier"):
+    for ident in listed(resource, "identifier"):
         if isinstance(ident, dict) and ident.get("system") == cn_resident_id.SYSTEM:
             value = ident.get("value")
             if isinstance(value, str) and cn_resident_id.is_valid(value):
@@ -65,7 +60,7 @@ def resident_ids(resource: JsonObject) -> set[str]:
 def phones(resource: JsonObject) -> set[str]:
     """Phone numbers as digits only, without a leading 86 country code on 13-digit mobile numbers."""
     found = set()
-    for telecom in _listed(resource, "telecom"):
+    for telecom in listed(resource, "telecom"):
         if isinstance(telecom, dict) and telecom.get("system") in (None, "phone", "sms"):
             digits = _NOT_DIGITS.sub("", str(telecom.get("value") or ""))
             if len(digits) == 13 and digits.startswith("86"):
@@ -77,13 +72,13 @@ def phones(resource: JsonObject) -> set[str]:
 
 def _address_text(resource: JsonObject) -> str:
     parts = []
-    for address in _listed(resource, "address"):
+    for address in listed(resource, "address"):
         if not isinstance(address, dict):
             continue
         if isinstance(address.get("text"), str):
             parts.append(address["text"])
         else:
-            fields = [address.get(k) for k in ("state", "city", "district")] + _listed(address, "line")
+            fields = [address.get(k) for k in ("state", "city", "district")] + listed(address, "line")
             parts.append(" ".join(str(f) for f in fields if isinstance(f, str)))
     return chinese_names.fold(" ".join(parts))
 

@@ -40,7 +40,7 @@ from fhir_server.interactions.matching import resident_ids
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.survivorship import master_body
 from fhir_server.model.ids import new_resource_id
-from fhir_server.model.person import is_master, not_same_person
+from fhir_server.model.person import is_master, listed, not_same_person, patient_id, referred
 from fhir_server.search.parse import parse_search
 from fhir_server.storage.protocol import StoredVersion, WriteTransaction
 from terminology import cn_resident_id
@@ -82,34 +82,16 @@ def refuse_master_write(current: StoredVersion | None, body: JsonObject | None) 
 
 
 def _ref_id(link: Any) -> str | None:
-    if not isinstance(link, dict):
-        return None
-    other = link.get("other")
-    ref = other.get("reference") if isinstance(other, dict) else None
-    if isinstance(ref, str) and ref.startswith("Patient/") and "/" not in ref[8:]:
-        return ref[8:]
-    return None
+    return patient_id(link.get("other")) if isinstance(link, dict) else None
 
 
 async def _master_of(tx: WriteTransaction, body: JsonObject | None) -> str | None:
     """The master a stored source links to (`refer` to a Patient with the master tag)."""
-    for link in _listed(body, "link"):
-        if not isinstance(link, dict) or link.get("type") != "refer":
-            continue
-        other = _ref_id(link)
-        if other is None:
-            continue
+    for other in referred(body):
         found = await tx.current("Patient", other)
         if found is not None and is_master(found.body):
             return other
     return None
-
-
-def _listed(resource: JsonObject | None, key: str) -> list[Any]:
-    """`resource[key]` when it is a list, else nothing: a malformed body is placed as if it had none,
-    and the validator, which runs after placement, refuses it with the element's path."""
-    value = (resource or {}).get(key)
-    return value if isinstance(value, list) else []
 
 
 def _resident_ids(resource: JsonObject) -> list[str]:
@@ -219,13 +201,13 @@ async def place_source(
             target = new_resource_id()
     if "link" in resource and not isinstance(resource["link"], list):
         return Placement(previous, target, tuple(joining))  # the validator refuses it
-    hub_refs = {previous, target}
+    hub_refs = {rid for rid in (previous, target) if rid is not None}
     links = [
         lk
         for lk in resource.get("link") or []
         if not (isinstance(lk, dict) and lk.get("type") == "refer" and _ref_id(lk) in hub_refs)
     ]
-    links += [lk for lk in _listed(stored, "link") if lk.get("type") in MERGE_LINK_TYPES and lk not in links]
+    links += [lk for lk in listed(stored, "link") if lk.get("type") in MERGE_LINK_TYPES and lk not in links]
     if target is not None:
         links.append(_refer(target))
     if links:
@@ -258,19 +240,7 @@ async def settle_masters(
     if placement.target is not None:
         joined: dict[str, JsonObject | None] = {source_id: source}
         for other_id, other in placement.joining:
-            body = {k: v for k, v in other.items() if k != "meta"}
-            body["link"] = [*_listed(other, "link"), _refer(placement.target)]
-            await write(
-                service,
-                tx,
-                "Patient",
-                other_id,
-                body,
-                method="PUT",
-                changes=changes,
-                hub_owned=True,
-                index=index,
-            )
+            await _relink(service, tx, other_id, other, None, placement.target, changes, write, index)
             # Survivorship ranks sources by when their member last wrote them, not by this link write.
             joined[other_id] = other
         await _recompute(service, tx, placement.target, joined, changes, write, delete, index)
@@ -312,7 +282,7 @@ async def _recompute(
     current = await tx.current("Patient", master_id)
     old_body = current.body if current is not None else None
     not_same = (not_same_person(old_body) | ({split} if split else set())) - {unsplit}
-    before = {rid for lk in _listed(old_body, "link") if (rid := _ref_id(lk)) is not None}
+    before = {rid for lk in listed(old_body, "link") if (rid := _ref_id(lk)) is not None}
     sources = [body for body in changed.values() if body is not None]
     for rid in sorted(before - changed.keys()):
         found = await tx.current("Patient", rid)
@@ -385,6 +355,35 @@ async def _source_record(tx: WriteTransaction, rid: str, what: str) -> StoredVer
     return found
 
 
+async def _relink(
+    service: FhirService,
+    tx: WriteTransaction,
+    rid: str,
+    body: JsonObject,
+    previous: str | None,
+    master: str | None,
+    changes: list[ResourceChanged],
+    write: WriteFn,
+    index: ResidentIdIndex | None = None,
+) -> JsonObject:
+    """Rewrite member record `rid` (now `body`) with `refer` to `master` instead of `previous` (None:
+    no master): a hub write, so it is not placed again. Returns the new version's body."""
+    links = [
+        lk
+        for lk in listed(body, "link")
+        if previous is None or not (lk.get("type") == "refer" and _ref_id(lk) == previous)
+    ]
+    if master is not None:
+        links.append(_refer(master))
+    new = {k: v for k, v in body.items() if k not in ("meta", "link")}
+    if links:
+        new["link"] = links
+    result = await write(
+        service, tx, "Patient", rid, new, method="PUT", changes=changes, hub_owned=True, index=index
+    )
+    return dict(result.stored.body)
+
+
 async def _write_links(
     service: FhirService,
     tx: WriteTransaction,
@@ -393,24 +392,10 @@ async def _write_links(
     changes: list[ResourceChanged],
     write: WriteFn,
 ) -> JsonObject:
-    """Rewrite a member's record with `refer` to `master` (None: to no master) instead of its current one."""
+    """`_relink` of a stored record, from the master it has now."""
     assert record.body is not None
     previous = await _master_of(tx, record.body)
-    body = {k: v for k, v in record.body.items() if k != "meta"}
-    links = [
-        lk
-        for lk in _listed(record.body, "link")
-        if not (lk.get("type") == "refer" and _ref_id(lk) == previous)
-    ]
-    if master is not None:
-        links.append(_refer(master))
-    body["link"] = links
-    if not links:
-        body.pop("link")
-    result = await write(
-        service, tx, "Patient", record.id, body, method="PUT", changes=changes, hub_owned=True
-    )
-    return dict(result.stored.body)
+    return await _relink(service, tx, record.id, record.body, previous, master, changes, write)
 
 
 async def split_source(

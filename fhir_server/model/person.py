@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_server.model.references import RELATIVE_REFERENCE
+
 MASTER_TAG_SYSTEM = "urn:yilian:mpi"
 MASTER_TAG_CODE = "master"
 MASTER_TAG = {
@@ -21,19 +23,44 @@ NOT_SAME_PERSON_URL = "http://yilian.org.cn/fhir/StructureDefinition/mpi-not-sam
 certain match may link to it again. R4's Patient.link has no "not the same person" type."""
 NOT_MASTER = ("_tag:not", f"{MASTER_TAG_SYSTEM}|{MASTER_TAG_CODE}")
 """The search parameter that leaves masters out: member records only."""
-ONLY_MASTERS = ("_tag", f"{MASTER_TAG_SYSTEM}|{MASTER_TAG_CODE}")
-"""The search parameter that keeps masters only."""
+
+
+def listed(resource: Any, key: str) -> list[Any]:
+    """`resource[key]` when it is a list, else nothing: Patient JSON read here may not be validated yet
+    (a body placed before validation, a `$match` probe), and a malformed element counts as absent."""
+    value = resource.get(key) if isinstance(resource, dict) else None
+    return value if isinstance(value, list) else []
+
+
+def patient_id(reference: Any) -> str | None:
+    """The id a Reference (`{"reference": "Patient/x"}`) names, for a current Patient on this server."""
+    ref = reference.get("reference") if isinstance(reference, dict) else None
+    found = RELATIVE_REFERENCE.match(ref) if isinstance(ref, str) else None
+    if found is None or found.group(1) != "Patient" or found.group(3) is not None:
+        return None
+    return found.group(2)
+
+
+def referred(patient: Any) -> list[str]:
+    """Ids of the Patients this one's `refer` links name (a member's record: its master)."""
+    return [
+        rid
+        for link in listed(patient, "link")
+        if isinstance(link, dict)
+        and link.get("type") == "refer"
+        and (rid := patient_id(link.get("other"))) is not None
+    ]
 
 
 def not_same_person(master: Any) -> set[str]:
     """Ids of the records split from `master` (Patient JSON) by an operator."""
-    found = set()
-    for ext in (master.get("extension") if isinstance(master, dict) else None) or []:
-        if isinstance(ext, dict) and ext.get("url") == NOT_SAME_PERSON_URL:
-            ref = (ext.get("valueReference") or {}).get("reference", "")
-            if isinstance(ref, str) and ref.startswith("Patient/"):
-                found.add(ref[8:])
-    return found
+    return {
+        rid
+        for ext in listed(master, "extension")
+        if isinstance(ext, dict)
+        and ext.get("url") == NOT_SAME_PERSON_URL
+        and (rid := patient_id(ext.get("valueReference"))) is not None
+    }
 
 
 def is_master(resource: Any) -> bool:

@@ -112,14 +112,6 @@ def cleared_elements(pid: Segment, patient: JsonObject) -> tuple[str, ...]:
     )
 
 
-def translate(pid: Segment, facility: str, tz: ZoneInfo) -> PatientIdentity:
-    """PID → Patient. Raises TranslationError naming the field for missing ids or malformed values."""
-    patient = _translate(pid, facility, tz)
-    return PatientIdentity(
-        patient.resource, patient.system, patient.value, cleared_elements(pid, patient.resource)
-    )
-
-
 def _value(pid: Segment, n: int) -> str:
     """PID-n's first component, with the v2 null read as nothing (`cleared_elements` notes it)."""
     value = pid.get(n)
@@ -130,7 +122,8 @@ def _reps(pid: Segment, n: int) -> list[str]:
     return [r for r in pid.reps(n) if r != NULL]
 
 
-def _translate(pid: Segment, facility: str, tz: ZoneInfo) -> PatientIdentity:
+def translate(pid: Segment, facility: str, tz: ZoneInfo) -> PatientIdentity:
+    """PID → Patient. Raises TranslationError naming the field for missing ids or malformed values."""
     idents, key = identifiers(pid, facility)
     if key is None:
         raise TranslationError("no patient identifier in PID-3", "PID-3", "101")
@@ -180,4 +173,4 @@ def _translate(pid: Segment, facility: str, tz: ZoneInfo) -> PatientIdentity:
             raise TranslationError(str(exc), "PID-29", "102") from exc
     elif pid.get(30) in ("Y", "N"):
         patient["deceasedBoolean"] = pid.get(30) == "Y"
-    return PatientIdentity(patient, key[0], key[1])
+    return PatientIdentity(patient, key[0], key[1], cleared_elements(pid, patient))

@@ -19,7 +19,7 @@ from typing import Any
 from fhir_server.errors import BadRequest, FhirError
 from fhir_server.interactions.matching import Match, MatchRules, phones, resident_ids, score
 from fhir_server.interactions.service import FhirService
-from fhir_server.model.person import is_master
+from fhir_server.model.person import is_master, listed, referred
 from fhir_server.search.parse import parse_search
 from fhir_server.storage.protocol import StoredVersion
 from terminology import chinese_names, cn_resident_id
@@ -78,9 +78,11 @@ def _blocks(probe: JsonObject) -> list[list[tuple[str, str]]]:
     numbers = sorted(resident_ids(probe))
     if numbers:
         blocks.append([("identifier", ",".join(f"{cn_resident_id.SYSTEM}|{n}" for n in numbers))])
-    telecom = probe.get("telecom")
-    telecoms: list[Any] = telecom if isinstance(telecom, list) else []
-    raw = {t["value"] for t in telecoms if isinstance(t, dict) and isinstance(t.get("value"), str)}
+    raw = {
+        t["value"]
+        for t in listed(probe, "telecom")
+        if isinstance(t, dict) and isinstance(t.get("value"), str)
+    }
     numbers_as_sent = sorted(raw | phones(probe))
     if numbers_as_sent:
         blocks.append([("phone", ",".join(v.replace(",", "\\,") for v in numbers_as_sent))])
@@ -118,12 +120,7 @@ def _person_of(version: StoredVersion) -> str:
     body = version.body or {}
     if is_master(body):
         return version.id
-    for link in body.get("link") or []:
-        if isinstance(link, dict) and link.get("type") == "refer":
-            ref = (link.get("other") or {}).get("reference", "")
-            if isinstance(ref, str) and ref.startswith("Patient/"):
-                return ref[8:]
-    return version.id
+    return next(iter(referred(body)), version.id)
 
 
 async def patient_match(

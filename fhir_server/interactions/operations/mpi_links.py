@@ -23,7 +23,7 @@ from fhir_server.interactions import person
 from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import delete_resource, write_resource
-from fhir_server.model.references import RELATIVE_REFERENCE
+from fhir_server.model.person import patient_id
 
 JsonObject = dict[str, Any]
 
@@ -33,14 +33,13 @@ def _patient_id(body: JsonObject, name: str) -> str:
         raise BadRequest("this operation takes a Parameters resource", expression="Parameters")
     for i, param in enumerate(body.get("parameter") or []):
         if isinstance(param, dict) and param.get("name") == name:
-            ref = (param.get("valueReference") or {}).get("reference")
-            match = RELATIVE_REFERENCE.match(ref) if isinstance(ref, str) else None
-            if match is None or match.group(1) != "Patient" or match.group(3) is not None:
+            rid = patient_id(param.get("valueReference"))
+            if rid is None:
                 raise BadRequest(
                     f"'{name}' takes valueReference Patient/[id]",
                     expression=f"Parameters.parameter[{i}].valueReference",
                 )
-            return match.group(2)
+            return rid
     raise BadRequest(
         f"the '{name}' parameter (valueReference Patient/[id]) is missing", expression="Parameters"
     )
