@@ -123,6 +123,8 @@ class OruDelivery:
             return
         if resource_type != "DiagnosticReport" or not resource:
             return
+        if getattr(change, "reason", None) == "merge":
+            return  # a merge re-pointed its subject: the member already has this report
         if resource.get("status") not in FINAL or not resource.get("id") or not resource.get("basedOn"):
             return  # without basedOn there is no ordering member to send it to
         requester = self._requesters.get((resource.get("basedOn") or [{}])[0].get("reference") or "")

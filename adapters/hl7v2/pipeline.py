@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -302,7 +303,7 @@ class Pipeline:
     async def _apply_works(self, works: list[_Work], *, deferred: bool) -> list[Outcome]:
         """Apply translated messages in groups, then journal (or hold for the sync stage) outcomes."""
         ready = [(w, w.translation) for w in works if w.translation is not None]
-        keys = [t.patient_key if t.complete is None else None for _, t in ready]
+        keys = [t.patient_key for _, t in ready]
         for group in groups(keys, self.max_batch):
             await self._apply([ready[i][0] for i in group], durable=not deferred)
         outcomes = []
@@ -375,17 +376,9 @@ class Pipeline:
         for w in works:
             assert w.translation is not None
             try:
-                if w.translation.complete is not None:
-                    await w.translation.complete(self.sink, w.translation.bundle)
                 await self.sink.submit(w.translation.bundle, durable=durable)
-            except TranslationError as exc:
-                self._fail(w, "AE", [acks.ErrorDetail(exc.code, exc.reason, exc.location)])
             except FhirError as exc:
-                details = [
-                    acks.ErrorDetail("207", f"FHIR {exc.status} {i.code}: {i.diagnostics}", "", "E")
-                    for i in exc.issues[:5]
-                ] or [acks.ErrorDetail("207", f"FHIR {exc.status}: {exc.message}")]
-                self._fail(w, "AE", details)
+                self._fail(w, "AE", _fhir_error_details(exc, w.translation.fields))
 
     def _fail(self, work: _Work, code: str, errors: list[acks.ErrorDetail]) -> _Work:
         log.warning(
@@ -444,3 +437,19 @@ def _app_ack_wanted(header: acks.Header, ack: bytes | None) -> bool:
     if not header.enhanced:
         return True
     return acks.wants(header.app_ack, ack is not None and acks.is_accept(ack))
+
+
+def _fhir_error_details(exc: FhirError, fields: Mapping[str, tuple[str, str]]) -> list[acks.ErrorDetail]:
+    """ERR segments for a transaction the hub refused: each issue about an element the translator
+    mapped from a field (`Translation.fields`) names that field and its table 0357 code; any other
+    is 207 (application internal error) with the FHIR diagnostics."""
+    details = []
+    for issue in exc.issues[:5]:
+        mapped = next(
+            (fields[e] for e in issue.expression if e in fields),
+            ("", "207"),
+        )
+        details.append(
+            acks.ErrorDetail(mapped[1], f"FHIR {exc.status} {issue.code}: {issue.diagnostics}", mapped[0])
+        )
+    return details or [acks.ErrorDetail("207", f"FHIR {exc.status}: {exc.message}")]

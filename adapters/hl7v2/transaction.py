@@ -15,14 +15,14 @@ import datetime as dt
 import hashlib
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from adapters.base import AdapterError, Sink
+from adapters.base import AdapterError
 from adapters.hl7v2.parse import Message, Segment
 from adapters.identity import member_slug, organization_identifier_system
 from fhir_server.model.sparse_update import request_extensions
@@ -89,14 +89,15 @@ def require(seg: Segment | None, n: int, label: str, comp: int = 1) -> str:
 
 @dataclass
 class Translation:
-    """A translator's output: the Bundle, the patient it concerns (ordering/merging key), an optional
-    async completion step for maps that must look at current data first (A40 moves references).
-    A Patient it replaces whole keeps its hub-owned elements (master and merge links): the write
-    section keeps them (`fhir_server/interactions/person.py`)."""
+    """A translator's output: the Bundle and the patient it concerns (ordering/merging key; None:
+    applied in a transaction of its own). A Patient it replaces whole keeps its hub-owned elements
+    (master and merge links): the write section keeps them (`fhir_server/interactions/person.py`)."""
 
     bundle: JsonObject
     patient_key: str | None = None
-    complete: Callable[[Sink, JsonObject], Awaitable[None]] | None = None
+    fields: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """FHIR element (an issue's expression) → (v2 field, table 0357 code) it came from, for the ACK
+    of a Bundle the hub refuses (an A40's unknown MRG-1 is `Parameters.source-patient-identifier`)."""
 
 
 class TransactionBuilder:
@@ -110,6 +111,7 @@ class TransactionBuilder:
         self._by_url: dict[str, JsonObject] = {}
         self.patient_key: str | None = None
         self._orgs: dict[str, str] = {}
+        self._operations: list[JsonObject] = []
 
     def _add(self, resource: JsonObject, request: JsonObject, key: str) -> str:
         full_url = entry_url(key)
@@ -146,6 +148,12 @@ class TransactionBuilder:
         """Update (or create) a resource at a known id."""
         rtype, rid = resource["resourceType"], resource["id"]
         return self._add(resource, {"method": "PUT", "url": f"{rtype}/{rid}"}, f"{rtype}/{rid}")
+
+    def invoke(self, url: str, parameters: list[JsonObject]) -> None:
+        """An operation entry (`POST Patient/$merge`): the server runs it after the Bundle's writes.
+        Not a target of the message's Provenance (it writes its own)."""
+        body = {"resourceType": "Parameters", "parameter": parameters}
+        self._operations.append({"resource": body, "request": {"method": "POST", "url": url}})
 
     def organization(self, code: str, name: str | None = None) -> str:
         """The member Organization named by a facility code (MSH-4/MSH-6, ORC-21 ...)."""
@@ -229,7 +237,7 @@ class TransactionBuilder:
             ],
         }
         self.put(provenance)
-        return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
+        return {"resourceType": "Bundle", "type": "transaction", "entry": [*self.entries, *self._operations]}
 
 
 _PLAIN = re.compile(r"[A-Za-z0-9:/._~\-]*")

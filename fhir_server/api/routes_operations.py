@@ -1,4 +1,4 @@
-"""Operation and compartment routes: Patient/$everything, $match, $mpi-link, $mpi-split,
+"""Operation and compartment routes: Patient/$everything, $match, $merge, $mpi-link, $mpi-split,
 compartment searches, $reindex.
 
 Operations are registered before every other route (`/$reindex` would otherwise be read as a type),
@@ -10,6 +10,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api.auth import CLIENT_SCOPE_KEY
 from fhir_server.api.body import read_resource_body
 from fhir_server.api.context import base_url, state_of
 from fhir_server.api.negotiation import negotiate
@@ -19,6 +20,7 @@ from fhir_server.errors import Issue
 from fhir_server.interactions.capabilities import OperationInfo
 from fhir_server.interactions.operations.everything import patient_everything
 from fhir_server.interactions.operations.match import patient_match
+from fhir_server.interactions.operations.merge import patient_merge
 from fhir_server.interactions.operations.mpi_links import mpi_link, mpi_split
 from fhir_server.interactions.operations.reindex import reindex
 from fhir_server.interactions.search import compartment_search
@@ -29,6 +31,7 @@ OPERATIONS = [
     OperationInfo("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate", ("*",)),
     OperationInfo("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything", ("Patient",)),
     OperationInfo("match", "http://hl7.org/fhir/OperationDefinition/Patient-match", ("Patient",)),
+    OperationInfo("merge", "http://hl7.org/fhir/OperationDefinition/Patient-merge", ("Patient",)),
     OperationInfo("mpi-link", "urn:yilian:OperationDefinition:mpi-link", ("Patient",)),
     OperationInfo("mpi-split", "urn:yilian:OperationDefinition:mpi-split", ("Patient",)),
     OperationInfo("reindex", "urn:yilian:OperationDefinition:reindex", ()),
@@ -58,6 +61,15 @@ def build_operation_router() -> RouteTable:
         body = await read_resource_body(request)
         bundle = await patient_match(service, body, service.match_rules, base_url=base_url(request))
         return json_response(bundle, pretty=neg.pretty)
+
+    @router.post("/Patient/$merge")
+    async def merge(request: Request) -> Response:
+        neg = negotiate(request)
+        agent = request.scope.get(CLIENT_SCOPE_KEY) or request.headers.get("user-agent") or "REST client"
+        answer = await patient_merge(
+            state_of(request).service, await read_resource_body(request), agent=agent
+        )
+        return json_response(answer, pretty=neg.pretty)
 
     @router.post("/Patient/$mpi-link")
     async def link(request: Request) -> Response:

@@ -5,6 +5,10 @@ POST, PUT/PATCH, then GET); `urn:uuid:` fullUrls and conditional references (`Pa
 are resolved before anything is written, so every entry sees final ids. Any failure rolls everything back.
 A batch runs each entry on its own: one failing entry becomes an error response, the rest proceed.
 
+Operations: `POST Patient/$merge` may be an entry (an HL7 A40 is a PID update and a merge, atomically).
+R4 does not order operations among a transaction's entries; they run after every PUT/PATCH and before
+the reads, so a merge sees the Bundle's own writes (the survivor an A40 registers in the same Bundle).
+
 The Bundle passed in is consumed: its resources are rewritten in place (references, ids, meta).
 """
 
@@ -17,6 +21,7 @@ from typing import Any
 from fhir_server.errors import BadRequest, FhirError, Issue, NotFound, PayloadTooLarge, PreconditionFailed
 from fhir_server.interactions import crud
 from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.merge import merge_patients, output_parameters, parse_request
 from fhir_server.interactions.person import ResidentIdIndex
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import (
@@ -36,7 +41,12 @@ from fhir_server.model.references import RELATIVE_REFERENCE, rewrite_references
 from fhir_server.storage.protocol import StoredVersion, WriteTransaction
 
 JsonObject = dict[str, Any]
-_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+TRANSACTION_AGENT = "client of a transaction Bundle (see its AuditEvent)"
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 4, "HEAD": 4}
+OPERATION_ORDER = 3
+TRANSACTION_OPERATIONS = frozenset({("Patient", "merge")})
+"""Operations an entry may invoke (type, name): those that write and are meant to be atomic with
+other writes; a read-only operation is asked over REST."""
 
 
 @dataclass
@@ -54,6 +64,7 @@ class Entry:
     minted: bool = False  # target_id is new from `new_id()`: nothing is stored under it
     existing: StoredVersion | None = None  # conditional create matched this
     same_as: Entry | None = None  # an earlier entry with the same conditional criteria answers this one
+    operation: str | None = None  # `merge` for `POST Patient/$merge`
     response: JsonObject = field(default_factory=dict)
 
 
@@ -80,7 +91,15 @@ def _parse_entry(index: int, raw: Any, base_url: str) -> Entry:
     path, _, query = url.partition("?")
     parts = path.split("/")
     resource_type = parts[0]
-    resource_id = parts[1] if len(parts) > 1 and parts[1] else None
+    operation = parts[-1][1:] if len(parts) == 2 and parts[-1].startswith("$") else None
+    if operation is not None and (
+        method != "POST" or (resource_type, operation) not in TRANSACTION_OPERATIONS
+    ):
+        raise BadRequest(
+            f"{where}: {method} {url} cannot run in a batch or transaction (only POST Patient/$merge)",
+            expression=f"{where}.request.url",
+        )
+    resource_id = parts[1] if len(parts) > 1 and parts[1] and operation is None else None
     resource = raw.get("resource")
     if resource is not None and not isinstance(resource, dict):
         raise BadRequest(f"{where}.resource must be an object", expression=f"{where}.resource")
@@ -96,7 +115,12 @@ def _parse_entry(index: int, raw: Any, base_url: str) -> Entry:
         full_url=raw.get("fullUrl"),
         resource=resource,
         request=request,
+        operation=operation,
     )
+
+
+def _rank(entry: Entry) -> int:
+    return OPERATION_ORDER if entry.operation is not None else _ORDER[entry.method]
 
 
 def _entry_error(entry: Entry, exc: FhirError) -> FhirError:
@@ -158,6 +182,8 @@ async def _assign_targets(
     claimed: dict[tuple[str, str], Entry] = {}
     for entry in entries:
         try:
+            if entry.operation is not None:
+                continue
             if entry.method == "POST":
                 check_type(service, entry.resource_type)
                 if_none_exist = entry.request.get("ifNoneExist")
@@ -246,6 +272,14 @@ async def _execute(
     index: ResidentIdIndex | None = None,
 ) -> JsonObject:
     """Run one (already resolved) entry inside the write section and return its response element."""
+    if entry.operation is not None:
+        request = parse_request(entry.resource)
+        if request.preview:
+            raise BadRequest("a $merge preview cannot run inside a batch or transaction; POST it alone")
+        merged = await merge_patients(service, tx, request, changes=changes, agent=TRANSACTION_AGENT)
+        assert entry.resource is not None
+        entry.response["_output"] = output_parameters(entry.resource, merged, preview=False)
+        return {"status": "200 OK"}
     if entry.method == "DELETE":
         check_type(service, entry.resource_type)
         if entry.resource_id is not None:
@@ -253,7 +287,9 @@ async def _execute(
                 service, tx, entry.resource_type, entry.resource_id, changes=changes, index=index
             )
         elif entry.criteria is not None:
-            matches = await resolve_criteria(service, tx, entry.resource_type, entry.criteria)
+            matches = await resolve_criteria(
+                service, tx, entry.resource_type, entry.criteria, follow_merges=False
+            )
             if len(matches) > 1:
                 raise PreconditionFailed(f"Conditional delete '{entry.url}' matches more than one resource")
             if matches:
@@ -338,7 +374,10 @@ def _entries(service: FhirService, bundle: JsonObject, base_url: str) -> list[En
 
 def _response_entry(entry: Entry, response: JsonObject, return_resources: bool) -> JsonObject:
     stored: StoredVersion | None = entry.response.pop("_resource", None)
+    output: JsonObject | None = entry.response.pop("_output", None)
     out: JsonObject = {}
+    if output is not None and return_resources:
+        out["resource"] = output
     if stored is not None:
         out["fullUrl"] = f"{stored.resource_type}/{stored.id}"
         if return_resources and stored.body is not None:
@@ -357,7 +396,7 @@ async def transaction(
 ) -> JsonObject:
     """`durable=False`: see `ResourceStore.write` (only for a caller with its own durable journal)."""
     entries = _entries(service, bundle, base_url)
-    ordered = sorted(entries, key=lambda e: _ORDER[e.method])
+    ordered = sorted(entries, key=_rank)
     changes: list[ResourceChanged] = []
     responses: dict[int, JsonObject] = {}
     async with service.store.write(durable=durable) as tx:

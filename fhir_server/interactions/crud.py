@@ -185,7 +185,7 @@ async def conditional_delete(service: FhirService, resource_type: str, criteria:
     check_type(service, resource_type)
     changes: list[ResourceChanged] = []
     async with service.store.write() as tx:
-        matches = await resolve_criteria(service, tx, resource_type, criteria)
+        matches = await resolve_criteria(service, tx, resource_type, criteria, follow_merges=False)
         if len(matches) > 1:
             raise PreconditionFailed(
                 f"Conditional delete criteria '{criteria}' match more than one {resource_type}"

@@ -17,6 +17,10 @@ class ResourceChanged:
     version: int
     method: str  # POST | PUT | PATCH | DELETE
     resource: dict[str, Any] | None
+    reason: str | None = None
+    """Why the hub wrote this version when no client asked for it: `merge` (a merge re-pointed its
+    references to the surviving Patient; nothing else changed). Consumers that act on content, like
+    outbound ORU delivery, skip such versions."""
 
 
 Handler = Callable[[ResourceChanged], Awaitable[None]]

@@ -47,10 +47,15 @@ class Match:
 
 
 def resident_ids(resource: JsonObject) -> set[str]:
-    """The valid 居民身份证 numbers a Patient carries, normalised."""
+    """The valid 居民身份证 numbers a Patient carries, normalised; not those marked `use: old` (a number
+    that came with a record merged into this one: kept for lookup, not a claim about the person)."""
     found = set()
     for ident in listed(resource, "identifier"):
-        if isinstance(ident, dict) and ident.get("system") == cn_resident_id.SYSTEM:
+        if (
+            isinstance(ident, dict)
+            and ident.get("system") == cn_resident_id.SYSTEM
+            and ident.get("use") != "old"
+        ):
             value = ident.get("value")
             if isinstance(value, str) and cn_resident_id.is_valid(value):
                 found.add(cn_resident_id.normalise(value))

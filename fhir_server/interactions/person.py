@@ -343,7 +343,8 @@ async def _record_provenance(
     await write(service, tx, "Provenance", rid, provenance, method="POST", changes=changes, minted=True)
 
 
-async def _source_record(tx: WriteTransaction, rid: str, what: str) -> StoredVersion:
+async def member_record(tx: WriteTransaction, rid: str, what: str) -> StoredVersion:
+    """Patient `rid`, which an operation's parameter `what` names: 404 if absent, 422 if a master."""
     found = await tx.current("Patient", rid)
     if found is None or found.body is None:
         raise NotFound(f"{what} Patient/{rid} does not exist")
@@ -409,7 +410,7 @@ async def split_source(
 ) -> str:
     """`$mpi-split`: take a member's record out of its person; the master remembers it as not the same
     person, so the next message carrying the same resident ID does not link it again. Returns the master."""
-    record = await _source_record(tx, source_id, "source-patient")
+    record = await member_record(tx, source_id, "source-patient")
     master = await _master_of(tx, record.body)
     if master is None:
         raise Unprocessable(
@@ -433,7 +434,7 @@ async def link_records(
 ) -> str:
     """`$mpi-link`: an operator says a member's record is the person of `target_id` (a master, or
     another member's record). Undoes an earlier split from that person. Returns the master."""
-    record = await _source_record(tx, source_id, "source-patient")
+    record = await member_record(tx, source_id, "source-patient")
     target = await tx.current("Patient", target_id)
     if target is None or target.body is None:
         raise NotFound(f"target-patient Patient/{target_id} does not exist")
@@ -456,3 +457,27 @@ async def link_records(
     if previous is not None and previous != master:
         await _recompute(service, tx, previous, {source_id: None}, changes, write, delete, None)
     return master
+
+
+async def join_merged(
+    service: FhirService,
+    tx: WriteTransaction,
+    source_id: str,
+    target_id: str,
+    *,
+    changes: list[ResourceChanged],
+    write: WriteFn,
+    delete: DeleteFn,
+) -> None:
+    """A merge says two member records are one person: when either has a master, both end in one (the
+    target's, else the source's). When neither has one, the merge links alone join them: a duplicate
+    within one member needs no master (see the module docstring)."""
+    source = await tx.current("Patient", source_id)
+    target = await tx.current("Patient", target_id)
+    assert source is not None and target is not None
+    target_master = await _master_of(tx, target.body)
+    source_master = await _master_of(tx, source.body)
+    if target_master is not None and source_master != target_master:
+        await link_records(service, tx, source_id, target_id, changes=changes, write=write, delete=delete)
+    elif target_master is None and source_master is not None:
+        await link_records(service, tx, target_id, source_id, changes=changes, write=write, delete=delete)

@@ -7,6 +7,7 @@ while other clients write.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -44,12 +45,17 @@ async def search_bundle(
 
 
 def compartment_filter(
-    compartment: str, compartment_id: str, types: tuple[str, ...], *also: str
+    compartment: str,
+    compartment_id: str,
+    types: tuple[str, ...],
+    *also: str,
+    more: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Criterion:
     """One criterion: any compartment parameter of each type points at `compartment/compartment_id`
     (or at one of the ids in `also`: the union of several compartments, e.g. one person's linked
-    Patients). Parameter ids are type-scoped, so one OR over all (type, param) ids is exact."""
-    params = compartment_params(compartment)
+    Patients). Parameter ids are type-scoped, so one OR over all (type, param) ids is exact. `more`:
+    parameters counted as the compartment's beyond R4's definition (type → codes)."""
+    params = {**compartment_params(compartment), **(more or {})}
     pids = tuple(param_id(t, code) for t in types for code in params.get(t, ()))
     if not pids:
         raise InvalidSearch(f"{', '.join(types)} is not part of the {compartment} compartment")

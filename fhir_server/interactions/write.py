@@ -22,7 +22,7 @@ from fhir_server.interactions import person
 from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.service import FhirService
 from fhir_server.model.ids import new_resource_id
-from fhir_server.model.person import NOT_MASTER
+from fhir_server.model.person import NOT_MASTER, replaced_by
 from fhir_server.model.references import is_valid_id
 from fhir_server.model.sparse_update import SparseUpdate
 from fhir_server.model.sparse_update import apply as apply_sparse
@@ -117,13 +117,52 @@ def validate_or_raise(service: FhirService, resource: JsonObject) -> None:
 
 
 async def resolve_criteria(
-    service: FhirService, tx: WriteTransaction, resource_type: str, criteria: str
+    service: FhirService,
+    tx: WriteTransaction,
+    resource_type: str,
+    criteria: str,
+    *,
+    follow_merges: bool = True,
 ) -> list[tuple[str, str]]:
-    """Ids matching conditional criteria (`identifier=sys|val&...`), at most 2 (enough to tell 0/1/many)."""
+    """Ids matching conditional criteria (`identifier=sys|val&...`), at most 2 (enough to tell 0/1/many).
+
+    A Patient a merge replaced answers as its survivor (`link replaced-by`, followed): a member's later
+    message naming the merged-away MRN lands on the record that replaced it, and the survivor, which
+    carries that MRN too (`use: old`), is the same answer, not a second one. A conditional delete does
+    not follow merges (`follow_merges=False`): a delete naming an old MRN must never remove the
+    survivor; it matches both records and is refused as ambiguous."""
     query = service.registry.memo(
         ("conditional", resource_type, criteria), lambda: _criteria_query(service, resource_type, criteria)
     )
-    return await tx.search_ids(query, 2)
+    if resource_type != "Patient" or not follow_merges:
+        return await tx.search_ids(query, 2)
+    found: list[tuple[str, str]] = []
+    for _, rid in await tx.search_ids(query, MERGED_MATCHES):
+        survivor = ("Patient", await _survivor_of(tx, rid))
+        if survivor not in found:
+            found.append(survivor)
+    return found[:2]
+
+
+MERGED_MATCHES = 8
+"""Patients one MRN can match after merges (the record merged away, and each survivor in a chain of
+merges carrying it as an old identifier) before an answer counts as "several people"."""
+MAX_MERGE_CHAIN = 10
+
+
+async def _survivor_of(tx: WriteTransaction, patient_id: str) -> str:
+    """The Patient that (transitively) replaced `patient_id`, or itself when no merge replaced it."""
+    rid = patient_id
+    for _ in range(MAX_MERGE_CHAIN):
+        found = await tx.current("Patient", rid)
+        nxt = replaced_by(found.body) if found is not None else None
+        if nxt is None or nxt == patient_id:
+            return rid
+        survivor = await tx.current("Patient", nxt)
+        if survivor is None or survivor.deleted:
+            return rid
+        rid = nxt
+    return rid
 
 
 def _criteria_query(service: FhirService, resource_type: str, criteria: str) -> SearchQuery:
@@ -152,6 +191,7 @@ async def write_resource(
     hub_owned: bool = False,
     index: person.ResidentIdIndex | None = None,
     sparse: SparseUpdate | None = None,
+    reason: str | None = None,
 ) -> WriteResult:
     """Write a new version of `resource_type/resource_id` with `body`; checks, meta, validation, index.
 
@@ -160,7 +200,8 @@ async def write_resource(
     `hub_owned`: the hub itself writes (a master Patient); any other Patient write is a member's
     record and is placed in the consortium record (`person.py`) in this same section. `index`: the
     section's resident IDs, when it writes many Patients (a transaction Bundle). `sparse`: elements the
-    body lacks keep their current values (HL7 v2 update semantics, `model/sparse_update.py`)."""
+    body lacks keep their current values (HL7 v2 update semantics, `model/sparse_update.py`). `reason`:
+    see `ResourceChanged.reason`."""
     if not is_valid_id(resource_id):
         raise BadRequest(f"'{resource_id}' is not a valid FHIR id", expression=f"{resource_type}.id")
     current = None if minted else await tx.current(resource_type, resource_id)
@@ -202,7 +243,7 @@ async def write_resource(
             service.extract(resource),
         )
     )
-    changes.append(ResourceChanged(resource_type, resource_id, version, method, resource))
+    changes.append(ResourceChanged(resource_type, resource_id, version, method, resource, reason))
     if index is not None and resource_type == "Patient":
         index.wrote(resource_id, resource)
     if placement is not None:

@@ -75,3 +75,13 @@ def is_master(resource: Any) -> bool:
         isinstance(t, dict) and t.get("system") == MASTER_TAG_SYSTEM and t.get("code") == MASTER_TAG_CODE
         for t in tags
     )
+
+
+def replaced_by(patient: Any) -> str | None:
+    """The id of the Patient a merge replaced this one by (`link replaced-by`), or None."""
+    for link in listed(patient, "link"):
+        if isinstance(link, dict) and link.get("type") == "replaced-by":
+            rid = patient_id(link.get("other"))
+            if rid is not None:
+                return rid
+    return None

@@ -6,7 +6,9 @@ PUTs with two extensions on `Bundle.entry.request` (an Element, so R4 allows the
 an HTTP Sink too):
 - `update-keeps-absent-elements` (valueBoolean true): an element the body does not have keeps its
   current value; `identifier` is merged by system (the body's identifiers replace those of the same
-  systems, the others stay: a sparse A08 without PID-19 keeps the 居民身份证);
+  systems, the others stay: a sparse A08 without PID-19 keeps the 居民身份证); an identifier a merge
+  kept as `use: old` (the MRN of a record merged into this one) stays, and a message naming it (the
+  member still sends the old MRN) neither repeats it nor replaces the member's current MRN;
 - `update-clears-element` (valueString, repeating): an element the sender deleted (`""`), removed.
 Everything else in the body replaces what is stored, as a PUT does. The interactions layer applies it
 to the current version inside the write section (`write.write_resource`), so nothing is read outside it.
@@ -63,16 +65,19 @@ def _stem(key: str) -> str:
 
 def apply(current: JsonObject, body: JsonObject, update: SparseUpdate) -> JsonObject:
     """The new content: `current` with what `body` sends replaced and what `update` clears removed."""
-    sent = {_stem(k) for k in body if k not in ("resourceType", "id", "meta")}
-    gone = sent | set(update.cleared)
+    given = {_stem(k) for k in body if k not in ("resourceType", "id", "meta")}
+    gone = given | set(update.cleared)
     merged = {k: v for k, v in current.items() if k != "meta" and _stem(k) not in gone}
     merged.update(body)
     if isinstance(body.get("identifier"), list) and "identifier" not in update.cleared:
-        systems = {i.get("system") for i in body["identifier"] if isinstance(i, dict)}
-        kept = [
-            i
-            for i in current.get("identifier") or []
-            if isinstance(i, dict) and i.get("system") not in systems
-        ]
-        merged["identifier"] = [*body["identifier"], *kept]
+        stored = [i for i in current.get("identifier") or [] if isinstance(i, dict)]
+        old = {_key(i) for i in stored if i.get("use") == "old"}
+        sent = [i for i in body["identifier"] if not (isinstance(i, dict) and _key(i) in old)]
+        systems = {i.get("system") for i in sent if isinstance(i, dict)}
+        kept = [i for i in stored if i.get("use") == "old" or i.get("system") not in systems]
+        merged["identifier"] = [*sent, *kept]
     return merged
+
+
+def _key(identifier: JsonObject) -> tuple[Any, Any]:
+    return identifier.get("system"), identifier.get("value")

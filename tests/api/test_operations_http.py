@@ -98,6 +98,7 @@ async def test_capability_statement_lists_operations(client: httpx.AsyncClient) 
         "validate",
         "everything",
         "match",
+        "merge",
         "mpi-link",
         "mpi-split",
     }

@@ -305,7 +305,12 @@ async def test_a40_merge_links_patients_and_moves_references(
     acks = [*acks[:3], *await send_all("127.0.0.1", mllp.port, [sample("adt_a40")])]
     assert [msa(a)[1] for a in acks] == ["AA"] * 4, acks[-1]
     [survivor] = await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0099")
-    [old] = await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0100")
+    # The old MRN now finds both records: the one merged away and the survivor, which keeps it as old.
+    found = await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0100")
+    [old] = [p for p in found if p["id"] != survivor["id"]]
+    assert {"system": "urn:yilian:member:XCWSS:patient-id", "value": "C0100", "use": "old"} in [
+        {k: i[k] for k in ("system", "value", "use") if k in i} for i in survivor["identifier"]
+    ]
     # The A40's PID names only C0099: the 身份证 and address the survivor was registered with stay.
     assert {"system": "urn:oid:2.16.156.10011.1.3", "value": "330183195801303577"} in [
         {"system": i["system"], "value": i["value"]} for i in survivor["identifier"]
@@ -321,8 +326,8 @@ async def test_a40_merge_links_patients_and_moves_references(
     )
     assert report["subject"]["reference"] == f"Patient/{survivor['id']}"
 
-    # The HIS goes on sending demographics for both numbers: an A08 replaces the record it describes,
-    # but not the merge the hub recorded on it.
+    # The HIS goes on sending demographics for both numbers: each lands on the survivor (a message
+    # naming the merged MRN is about the person who survived), and the merge stays as it was.
     survivor_a08 = (
         sample("adt_a28_duplicate_record")
         .replace(b"C0100", b"C0099")
@@ -337,11 +342,15 @@ async def test_a40_merge_links_patients_and_moves_references(
     acks = await send_all("127.0.0.1", mllp.port, [survivor_a08, old_a08])
     assert [msa(a)[1] for a in acks] == ["AA", "AA"], acks
     [survivor_now] = await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0099")
-    [old_now] = await search(fhir, "Patient", identifier="urn:yilian:member:XCWSS:patient-id|C0100")
-    assert survivor_now["name"][0]["given"] == ["伍"]  # the sender's update applied
+    old_now = (await fhir.get(f"/fhir/Patient/{old['id']}")).json()
+    assert survivor_now["name"][0]["given"] == ["五"]  # both updates applied, in order
+    assert survivor_now["birthDate"] == "1958-01-31"  # the one naming the old MRN, too
     assert survivor_now["link"] == survivor["link"]
-    assert old_now["link"] == old["link"] and old_now["active"] is False
-    assert old_now["birthDate"] == "1958-01-31"  # a real update, not a no-op
+    assert [i["value"] for i in survivor_now["identifier"] if i["system"].endswith("XCWSS:patient-id")] == [
+        "C0099",
+        "C0100",
+    ]  # the member's current MRN is not replaced by the old one its message named
+    assert old_now == old  # the record merged away is not written again
 
 
 async def test_batch_over_mllp(mllp: MllpService) -> None:

@@ -326,3 +326,36 @@ async def test_reports_for_a_requester_without_endpoint_are_dropped_once_then_no
         assert statuses == ["delivered", "dropped"] and len(his.received) == 1
     finally:
         await delivery.close()
+
+
+async def test_a_merge_does_not_send_a_delivered_report_again(
+    mllp: MllpService, hl7_hub: Hub, fhir: httpx.AsyncClient, hl7_settings: Settings
+) -> None:
+    """The report's patient is merged into another record (an A40 over MLLP): the report gets a new
+    version whose subject is the survivor, and the member that ordered it is not sent it twice."""
+    his = MemberHis(fail_first=0)
+    server = await asyncio.start_server(his.handle, "127.0.0.1", 0)
+    report = await _report_for_other_member(mllp, fhir, server.sockets[0].getsockname()[1])
+    delivery = OruDelivery(hl7_settings, hl7_hub.sink, backoff=0.01)
+    hl7_hub.service.events.subscribe(delivery.on_change)
+    delivery.start()
+    try:
+        await delivery.on_change(Change("DiagnosticReport", report))
+        await delivery.wait_idle()
+        assert len(his.received) == 1
+        a40 = (
+            sample("adt_a40")
+            .replace(b"|XCWSS|", b"|FYXWSY|")
+            .replace(b"C0099^^^XCWSS", b"MRN20002^^^FYXWSY")
+            .replace(b"C0100^^^XCWSS", b"MRN10001^^^FYXWSY")
+        )
+        assert b"MSA|AA" in (await send_all("127.0.0.1", mllp.port, [a40]))[0]
+        await delivery.wait_idle()
+        moved = (await fhir.get(f"/fhir/DiagnosticReport/{report['id']}")).json()
+        assert moved["meta"]["versionId"] == "2" and moved["subject"] != report["subject"]
+        assert len(his.received) == 1
+        assert [r.status for r in delivery.outbox.rows()] == ["delivered"]
+    finally:
+        await delivery.close()
+        server.close()
+        await server.wait_closed()

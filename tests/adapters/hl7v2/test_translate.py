@@ -70,7 +70,11 @@ def test_every_bundle_has_provenance_naming_member_and_message() -> None:
         assert prov["agent"][0]["who"]["display"] in ("FYXWSY", "FYXRMYY", "XCWSS")
         assert prov["id"] == provenance_id(prov["agent"][0]["who"]["display"], entity["value"])
         targets = {r["reference"] for r in prov["target"]}
-        written = {e["fullUrl"] for e in t.bundle["entry"] if e["resource"]["resourceType"] != "Provenance"}
+        written = {
+            e["fullUrl"]
+            for e in t.bundle["entry"]
+            if e["resource"]["resourceType"] not in ("Provenance", "Parameters")  # an operation's input
+        }
         assert written <= targets
 
 
@@ -188,10 +192,21 @@ def test_referral_cancel_i14() -> None:
     assert resources(t.bundle, "ServiceRequest")[0]["status"] == "revoked"
 
 
-def test_a40_leaves_a_completion_step_for_current_data() -> None:
+def test_a40_updates_the_survivor_and_invokes_merge_in_the_same_bundle() -> None:
     t = translate("adt_a40")
-    assert t.complete is not None
-    assert resources(t.bundle, "Patient")[0]["identifier"][0]["value"] == "C0099"
+    [patient_entry] = [e for e in t.bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+    assert patient_entry["resource"]["identifier"][0]["value"] == "C0099"
+    [merge] = [e for e in t.bundle["entry"] if e["request"]["url"] == "Patient/$merge"]
+    assert merge["request"]["method"] == "POST" and "fullUrl" not in merge
+    assert merge["resource"]["parameter"] == [
+        {
+            "name": "source-patient-identifier",
+            "valueIdentifier": {"system": "urn:yilian:member:XCWSS:patient-id", "value": "C0100"},
+        },
+        {"name": "target-patient", "valueReference": {"reference": patient_entry["fullUrl"]}},
+    ]
+    assert t.patient_key is None  # applied alone: it concerns two patients
+    assert t.fields["Parameters.source-patient-identifier"] == ("MRG-1", "204")
 
 
 def test_router_refuses_double_registration_and_names_unknown_types() -> None:
