@@ -20,6 +20,7 @@ import pstats
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,19 @@ async def main() -> None:
                     f"throughput [{what}]: {rate:,.0f} msg/s ({args.messages} ADT^A04/ORU^R01, "
                     f"{args.connections} connections, window {args.window})"
                 )
+                if hub.review is not None and not args.null_sink:
+                    # Reviews wait for writes to pause (at most 10% of the time during a burst):
+                    # what is left after the burst, timed beside the burst's cost per message.
+                    left = hub.review.pending
+                    started = time.perf_counter()
+                    await hub.review.drain()
+                    spent = time.perf_counter() - started
+                    if left:
+                        each, per_message = spent / left * 1000, 1000 / rate
+                        print(
+                            f"match review after the burst: {left} records, {each:.2f} ms each "
+                            f"(ingest {per_message:.2f} ms per message; ratio {each / per_message:.2f})"
+                        )
                 lat = (
                     await load(
                         service.port,
@@ -124,7 +138,7 @@ async def main() -> None:
                     st = pstats.Stats(profiler, stream=out)
                     st.sort_stats("tottime").print_stats(25)
                     st.sort_stats("cumulative").print_stats(
-                        "hl7v2|ingest|service.py|bundles|write.py|store.py", 30
+                        "hl7v2|ingest|service.py|bundles|write.py|store.py|person.py|merge.py|match", 50
                     )
                     print(out.getvalue())
             finally:

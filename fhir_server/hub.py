@@ -20,6 +20,7 @@ from fhir_server.api.app import create_app
 from fhir_server.errors import FhirError, Issue
 from fhir_server.interactions.audit import AuditTrail
 from fhir_server.interactions.ingest import InProcessSink
+from fhir_server.interactions.match_review import MatchReview
 from fhir_server.interactions.matching import MatchRules
 from fhir_server.interactions.search_parameters import check_search_parameter, load_stored, registry_updater
 from fhir_server.interactions.service import FhirService, Limits
@@ -43,6 +44,7 @@ class Hub:
     app: FastAPI
     sink: InProcessSink
     audit: AuditTrail
+    review: MatchReview | None
 
 
 def build_store(settings: Settings) -> ResourceStore:
@@ -115,11 +117,27 @@ async def open_hub(settings: Settings, store: ResourceStore | None = None) -> As
         audit = AuditTrail(service, interval=settings.audit_flush_seconds)
         app = create_app(settings, service, audit=audit)
         sink = InProcessSink(service, local_base_url(settings))
+        review = (
+            MatchReview(service, interval=settings.match_review_seconds) if settings.match_review else None
+        )
+        if review is not None:
+            service.events.subscribe(review.on_change)
+            review.start()
         audit.start()
         try:
-            yield Hub(settings=settings, store=store, service=service, app=app, sink=sink, audit=audit)
+            yield Hub(
+                settings=settings,
+                store=store,
+                service=service,
+                app=app,
+                sink=sink,
+                audit=audit,
+                review=review,
+            )
         finally:
             await audit.stop()
+            if review is not None:
+                await review.stop()
     finally:
         await store.close()
 

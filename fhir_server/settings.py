@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # Consortium record: Patient/$match grades below a resident-ID match (interactions/matching.py)
     match_possible: float = 0.55  # score from which a candidate is a `possible` match
     match_probable: float = 0.85  # score from which it is `probable` (still never linked automatically)
+    match_review: bool = True  # put member records with probable/possible matches on the review list
+    match_review_seconds: float = 0.5  # a burst of Patient writes is reviewed this long after it starts
 
     # HL7 v2 / MLLP
     mllp_host: str = "127.0.0.1"

@@ -18,3 +18,11 @@ async def wake_or_timeout(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
+
+
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a worker task (if any) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -21,6 +21,7 @@ def settings(tmp_path: Path) -> Settings:
         mllp_port=0,
         dicom_port=0,
         audit_flush_seconds=3600.0,  # tests flush the audit trail explicitly (hub.audit.flush())
+        match_review_seconds=3600.0,  # and review matches explicitly (hub.review.drain())
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from fhir_server.interactions.service import FhirService
 from fhir_server.model.ids import new_resource_id
 from fhir_server.storage.protocol import NewVersion
-from fhir_server.waits import wake_or_timeout
+from fhir_server.waits import stop_task, wake_or_timeout
 
 LOGGER = logging.getLogger(__name__)
 
@@ -131,13 +131,8 @@ class AuditTrail:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-trail")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         await self.flush()
 
     async def _run(self) -> None:

@@ -14,6 +14,8 @@ leaves the rest to the other blocks, and so does a common name.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from fhir_server.errors import BadRequest, FhirError
@@ -72,11 +74,12 @@ def parse_parameters(body: JsonObject) -> tuple[JsonObject, bool, int]:
     return probe, only_certain, count
 
 
-def _blocks(probe: JsonObject) -> list[list[tuple[str, str]]]:
-    """The indexed searches whose union holds every candidate worth scoring."""
+def _blocks(probe: JsonObject, *, certain: bool = True) -> list[list[tuple[str, str]]]:
+    """The indexed searches whose union holds every candidate worth scoring (`certain=False`: not the
+    resident-ID block, which finds only certain matches)."""
     blocks = []
     numbers = sorted(resident_ids(probe))
-    if numbers:
+    if numbers and certain:
         blocks.append([("identifier", ",".join(f"{cn_resident_id.SYSTEM}|{n}" for n in numbers))])
     raw = {
         t["value"]
@@ -99,23 +102,26 @@ def _blocks(probe: JsonObject) -> list[list[tuple[str, str]]]:
     return blocks
 
 
-async def _candidates(service: FhirService, probe: JsonObject) -> dict[str, StoredVersion]:
-    found: dict[str, StoredVersion] = {}
-    for params in _blocks(probe):
+async def _candidates(service: FhirService, probe: JsonObject, *, certain: bool) -> dict[str, StoredVersion]:
+    queries = []
+    for params in _blocks(probe, certain=certain):
         try:
-            query = parse_search(
-                "Patient", [*params, ("_count", str(BLOCK_LIMIT))], service.registry, strict=True
+            queries.append(
+                parse_search(
+                    "Patient", [*params, ("_count", str(BLOCK_LIMIT))], service.registry, strict=True
+                )
             )
         except FhirError:
             continue  # a value the parameter cannot take (an odd date): that block finds nothing
-        page = await service.store.search(query)
+    found: dict[str, StoredVersion] = {}
+    for page in await asyncio.gather(*(service.store.search(q) for q in queries)):
         for version in page.resources:
             if version.body is not None:
                 found[version.id] = version
     return found
 
 
-def _person_of(version: StoredVersion) -> str:
+def person_of(version: StoredVersion) -> str:
     """The id that stands for the person: the master a record refers to, or the record itself."""
     body = version.body or {}
     if is_master(body):
@@ -123,24 +129,40 @@ def _person_of(version: StoredVersion) -> str:
     return next(iter(referred(body)), version.id)
 
 
-async def patient_match(
-    service: FhirService, body: JsonObject, rules: MatchRules, *, base_url: str
-) -> JsonObject:
-    probe, only_certain, count = parse_parameters(body)
+async def rank_persons(
+    service: FhirService,
+    probe: JsonObject,
+    rules: MatchRules,
+    *,
+    skip: Callable[[StoredVersion], bool] | None = None,
+    certain: bool = True,
+) -> list[tuple[str, Match]]:
+    """The persons `probe` may be, best first: (the person's id, its best record's match). `skip`: a
+    candidate record left out (the review leaves out the probe's own person and merged-away records);
+    `certain=False`: only probable and possible matches are wanted (one search fewer)."""
     best: dict[str, Match] = {}
     refused: set[str] = set()
-    for version in (await _candidates(service, probe)).values():
+    for version in (await _candidates(service, probe, certain=certain)).values():
         assert version.body is not None
-        person = _person_of(version)
+        if skip is not None and skip(version):
+            continue
+        person = person_of(version)
         match = score(probe, version.body, rules)
         if match.grade == "certainly-not":
             refused.add(person)  # another record of this person carries a different resident ID
         elif match.grade != "none" and (person not in best or match.score > best[person].score):
             best[person] = match
-    ranked = sorted(
+    return sorted(
         ((p, m) for p, m in best.items() if p not in refused or m.grade == "certain"),
         key=lambda pm: (_ORDER[pm[1].grade], -pm[1].score, pm[0]),
     )
+
+
+async def patient_match(
+    service: FhirService, body: JsonObject, rules: MatchRules, *, base_url: str
+) -> JsonObject:
+    probe, only_certain, count = parse_parameters(body)
+    ranked = await rank_persons(service, probe, rules)
     if only_certain:
         ranked = [(p, m) for p, m in ranked if m.grade == "certain"]
     ranked = ranked[:count]

@@ -4,7 +4,8 @@ Matching links records automatically only on a certain match (the same valid 居
 else is a person's decision, made with these two operations (names after HAPI MDM's `$mdm-*` family,
 which R4 does not standardise):
 - `$mpi-link`: `source-patient` (a member's record) is the person `target-patient` names (a master,
-  or another member's record: then both share that record's master, or a new one). Undoes a split.
+  or another member's record: then both share that record's master, or a new one). Undoes a split,
+  and completes the record's waiting review Task (`match_review.py`).
 - `$mpi-split`: `source-patient` is not the person its master stands for: the link is removed and the
   master remembers it (`mpi-not-same-person`), so the member's next message does not relink it.
 
@@ -21,6 +22,7 @@ from typing import Any
 from fhir_server.errors import BadRequest
 from fhir_server.interactions import person
 from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.match_review import close_review
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import delete_resource, write_resource
 from fhir_server.model.person import patient_id
@@ -75,5 +77,6 @@ async def mpi_link(service: FhirService, body: JsonObject) -> JsonObject:
         master = await person.link_records(
             service, tx, source_id, target_id, changes=changes, write=write_resource, delete=delete_resource
         )
+        await close_review(service, tx, source_id, master, changes)
     await service.events.publish(changes)
     return await _answer(service, source_id, master)
