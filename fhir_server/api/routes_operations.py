@@ -65,22 +65,25 @@ def build_operation_router() -> RouteTable:
     @router.post("/Patient/$merge")
     async def merge(request: Request) -> Response:
         neg = negotiate(request)
-        agent = request.scope.get(CLIENT_SCOPE_KEY) or request.headers.get("user-agent") or "REST client"
         answer = await patient_merge(
-            state_of(request).service, await read_resource_body(request), agent=agent
+            state_of(request).service, await read_resource_body(request), agent=_client(request)
         )
         return json_response(answer, pretty=neg.pretty)
 
     @router.post("/Patient/$mpi-link")
     async def link(request: Request) -> Response:
         neg = negotiate(request)
-        answer = await mpi_link(state_of(request).service, await read_resource_body(request))
+        answer = await mpi_link(
+            state_of(request).service, await read_resource_body(request), operator=_client(request)
+        )
         return json_response(answer, pretty=neg.pretty)
 
     @router.post("/Patient/$mpi-split")
     async def split(request: Request) -> Response:
         neg = negotiate(request)
-        answer = await mpi_split(state_of(request).service, await read_resource_body(request))
+        answer = await mpi_split(
+            state_of(request).service, await read_resource_body(request), operator=_client(request)
+        )
         return json_response(answer, pretty=neg.pretty)
 
     @router.post("/$reindex")
@@ -119,6 +122,11 @@ def build_compartment_router() -> RouteTable:
         return json_response(bundle, pretty=neg.pretty)
 
     return router
+
+
+def _client(request: Request) -> str:
+    """Who asks, as the access log names the client of its AuditEvent (token's client, else User-Agent)."""
+    return str(request.scope.get(CLIENT_SCOPE_KEY) or request.headers.get("user-agent") or "REST client")
 
 
 async def _reindex(request: Request, resource_type: str | None) -> Response:

@@ -277,7 +277,14 @@ async def merge_patients(
         service, tx, "Patient", source.id, retired, method="PUT", changes=changes
     )
     await person.join_merged(
-        service, tx, source.id, target.id, changes=changes, write=write_resource, delete=delete_resource
+        service,
+        tx,
+        source.id,
+        target.id,
+        changes=changes,
+        write=write_resource,
+        delete=delete_resource,
+        operator=agent,
     )
     result = MergeResult(source_written.stored, target_written.stored, tuple(moved))
     await _record_provenance(service, tx, result, agent, changes)

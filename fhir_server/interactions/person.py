@@ -276,6 +276,7 @@ async def _recompute(
     *,
     split: str | None = None,
     unsplit: str | None = None,
+    operator: str | None = None,
 ) -> None:
     """Rewrite master `master_id` with the sources in `changed` as given (None: no longer a source),
     remembering `split` as not this person, or forgetting that of `unsplit`."""
@@ -308,7 +309,9 @@ async def _recompute(
     )
     if result.changed and (old_body is None or after != before):
         trigger = next(iter(changed))  # the record whose write prompted this one
-        await _record_provenance(service, tx, result.stored, trigger, old_body is None, changes, write)
+        await _record_provenance(
+            service, tx, result.stored, trigger, old_body is None, changes, write, operator
+        )
 
 
 async def _record_provenance(
@@ -319,24 +322,35 @@ async def _record_provenance(
     created: bool,
     changes: list[ResourceChanged],
     write: WriteFn,
+    operator: str | None = None,
 ) -> None:
-    """Who linked the person's records: the hub, prompted by a write of `source_id`. Written when a
-    master is created or its sources change; a demographic change flowing from a source into its
-    master is the source's own Provenance's to account for."""
+    """Who linked the person's records: the hub, prompted by a write of `source_id`, and the operator
+    whose decision it carried out (`$mpi-link`, `$mpi-split`, `$merge`: the client, as its AuditEvent
+    names it). Written when a master is created or its sources change; a demographic change flowing
+    from a source into its master is the source's own Provenance's to account for."""
+    agents: list[JsonObject] = [
+        {
+            "type": {"coding": [{"system": PROVENANCE_TYPE, "code": "assembler"}]},
+            "who": {"display": HUB_AGENT},
+        }
+    ]
+    if operator is not None:
+        agents.append(
+            {
+                "type": {"coding": [{"system": PROVENANCE_TYPE, "code": "performer"}]},
+                "who": {"display": operator},
+            }
+        )
     provenance = {
         "resourceType": "Provenance",
         "target": [{"reference": f"Patient/{master.id}/_history/{master.version}"}],
         "recorded": service.clock(),
         "activity": {
             "coding": [{"system": DATA_OPERATION, "code": "CREATE" if created else "UPDATE"}],
-            "text": "master patient index: link member records of one person",
+            "text": "master patient index: link member records of one person"
+            + (" (an operator's decision)" if operator is not None else ""),
         },
-        "agent": [
-            {
-                "type": {"coding": [{"system": PROVENANCE_TYPE, "code": "assembler"}]},
-                "who": {"display": HUB_AGENT},
-            }
-        ],
+        "agent": agents,
         "entity": [{"role": "source", "what": {"reference": f"Patient/{source_id}"}}],
     }
     rid = new_resource_id()
@@ -407,6 +421,7 @@ async def split_source(
     changes: list[ResourceChanged],
     write: WriteFn,
     delete: DeleteFn,
+    operator: str | None = None,
 ) -> str:
     """`$mpi-split`: take a member's record out of its person; the master remembers it as not the same
     person, so the next message carrying the same resident ID does not link it again. Returns the master."""
@@ -418,7 +433,18 @@ async def split_source(
             [Issue("error", "business-rule", "the record is not linked", ("Parameters.source-patient",))],
         )
     await _write_links(service, tx, record, None, changes, write)
-    await _recompute(service, tx, master, {source_id: None}, changes, write, delete, None, split=source_id)
+    await _recompute(
+        service,
+        tx,
+        master,
+        {source_id: None},
+        changes,
+        write,
+        delete,
+        None,
+        split=source_id,
+        operator=operator,
+    )
     return master
 
 
@@ -431,6 +457,7 @@ async def link_records(
     changes: list[ResourceChanged],
     write: WriteFn,
     delete: DeleteFn,
+    operator: str | None = None,
 ) -> str:
     """`$mpi-link`: an operator says a member's record is the person of `target_id` (a master, or
     another member's record). Undoes an earlier split from that person. Returns the master."""
@@ -453,9 +480,13 @@ async def link_records(
         else record.body,
         **joined,
     }
-    await _recompute(service, tx, master, changed, changes, write, delete, None, unsplit=source_id)
+    await _recompute(
+        service, tx, master, changed, changes, write, delete, None, unsplit=source_id, operator=operator
+    )
     if previous is not None and previous != master:
-        await _recompute(service, tx, previous, {source_id: None}, changes, write, delete, None)
+        await _recompute(
+            service, tx, previous, {source_id: None}, changes, write, delete, None, operator=operator
+        )
     return master
 
 
@@ -468,6 +499,7 @@ async def join_merged(
     changes: list[ResourceChanged],
     write: WriteFn,
     delete: DeleteFn,
+    operator: str | None = None,
 ) -> None:
     """A merge says two member records are one person: when either has a master, both end in one (the
     target's, else the source's). When neither has one, the merge links alone join them: a duplicate
@@ -478,6 +510,10 @@ async def join_merged(
     target_master = await _master_of(tx, target.body)
     source_master = await _master_of(tx, source.body)
     if target_master is not None and source_master != target_master:
-        await link_records(service, tx, source_id, target_id, changes=changes, write=write, delete=delete)
+        await link_records(
+            service, tx, source_id, target_id, changes=changes, write=write, delete=delete, operator=operator
+        )
     elif target_master is None and source_master is not None:
-        await link_records(service, tx, target_id, source_id, changes=changes, write=write, delete=delete)
+        await link_records(
+            service, tx, target_id, source_id, changes=changes, write=write, delete=delete, operator=operator
+        )

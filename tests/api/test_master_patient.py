@@ -267,12 +267,23 @@ async def test_a_wrong_link_split_stays_split_and_a_link_undoes_it(
     township = await create(client, township_body)
     (master,) = await masters(client)
     r = await client.post(
-        "/fhir/Patient/$mpi-split", json=reference_params(source_patient=f"Patient/{township}")
+        "/fhir/Patient/$mpi-split",
+        json=reference_params(source_patient=f"Patient/{township}"),
+        headers={"User-Agent": "mpi-console/1.0 (operator wang)"},
     )
     assert r.status_code == 200, r.text
     answer = {p["name"]: p["resource"] for p in r.json()["parameter"]}
     assert master_ref(answer["source-patient"]) is None
     assert seealso(answer["master"]) == {f"Patient/{county}"}
+    # The master's Provenance for the split names the operator's client beside the hub.
+    version = answer["master"]["meta"]["versionId"]
+    (prov,) = [
+        p
+        for p in await search(client, "Provenance", target=f"Patient/{master['id']}")
+        if {"reference": f"Patient/{master['id']}/_history/{version}"} in p["target"]
+    ]
+    assert [a["who"]["display"] for a in prov["agent"]][1:] == ["mpi-console/1.0 (operator wang)"]
+    assert prov["agent"][1]["type"]["coding"][0]["code"] == "performer"
 
     # The township's HIS sends the record again (same number): it is not linked again, and a third
     # member's record with that number joins her master, not the split record.

@@ -11,6 +11,7 @@ which R4 does not standardise):
 
 Both run in one write section, so masters are recomputed (survivorship, Provenance) atomically with
 the change, and both are audited like every request (an AuditEvent naming the operation and client).
+The master's Provenance names the operator (the client, as its AuditEvent does) beside the hub.
 The answer is a Parameters resource with the `source-patient` record and its person's `master` as
 they now stand.
 """
@@ -56,18 +57,24 @@ async def _answer(service: FhirService, source_id: str, master_id: str) -> JsonO
     return {"resourceType": "Parameters", "parameter": params}
 
 
-async def mpi_split(service: FhirService, body: JsonObject) -> JsonObject:
+async def mpi_split(service: FhirService, body: JsonObject, *, operator: str) -> JsonObject:
     source_id = _patient_id(body, "source-patient")
     changes: list[ResourceChanged] = []
     async with service.store.write() as tx:
         master = await person.split_source(
-            service, tx, source_id, changes=changes, write=write_resource, delete=delete_resource
+            service,
+            tx,
+            source_id,
+            changes=changes,
+            write=write_resource,
+            delete=delete_resource,
+            operator=operator,
         )
     await service.events.publish(changes)
     return await _answer(service, source_id, master)
 
 
-async def mpi_link(service: FhirService, body: JsonObject) -> JsonObject:
+async def mpi_link(service: FhirService, body: JsonObject, *, operator: str) -> JsonObject:
     source_id = _patient_id(body, "source-patient")
     target_id = _patient_id(body, "target-patient")
     if source_id == target_id:
@@ -75,7 +82,14 @@ async def mpi_link(service: FhirService, body: JsonObject) -> JsonObject:
     changes: list[ResourceChanged] = []
     async with service.store.write() as tx:
         master = await person.link_records(
-            service, tx, source_id, target_id, changes=changes, write=write_resource, delete=delete_resource
+            service,
+            tx,
+            source_id,
+            target_id,
+            changes=changes,
+            write=write_resource,
+            delete=delete_resource,
+            operator=operator,
         )
         await close_review(service, tx, source_id, master, changes)
     await service.events.publish(changes)
