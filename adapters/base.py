@@ -17,11 +17,14 @@ from fhir_server.errors import (
     BadRequest,
     Conflict,
     FhirError,
+    Forbidden,
     Gone,
     Issue,
+    MethodNotAllowed,
     NotFound,
     PreconditionFailed,
     StorageError,
+    Unauthorized,
     Unprocessable,
 )
 
@@ -70,7 +73,10 @@ def bind_failure(exc: OSError) -> str:
 
 _STATUS_ERRORS: dict[int, type[FhirError]] = {
     400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
+    405: MethodNotAllowed,
     409: Conflict,
     410: Gone,
     412: PreconditionFailed,
@@ -100,12 +106,18 @@ def error_from_outcome(status: int, body: JsonObject | None) -> FhirError:
 class HttpSink:
     """A Sink for a remote FHIR server (ours or any other) reached over HTTP."""
 
-    def __init__(self, base_url: str, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, base_url: str, client: httpx.AsyncClient | None = None, *, token: str | None = None
+    ) -> None:
+        """`token`: sent as `Authorization: Bearer <token>` (a hub with `YILIAN_API_TOKENS` needs one)."""
         self._base = base_url.rstrip("/")
         self._client = client or httpx.AsyncClient(timeout=30.0)
+        self._headers = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        headers = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
+        headers = self._headers
         try:
             return await self._client.request(method, url, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
@@ -148,3 +160,12 @@ def _json_or_none(resp: httpx.Response) -> JsonObject | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+def add_token_argument(parser: Any) -> None:
+    """`--token` for a command that calls the hub's HTTP API (default `YILIAN_TOKEN`)."""
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("YILIAN_TOKEN") or None,
+        help="bearer token for the hub's API (YILIAN_TOKEN); needed when the hub has YILIAN_API_TOKENS",
+    )

@@ -96,6 +96,12 @@ class UnknownResourceType(NotFound):
         super().__init__(f"Unknown resource type '{resource_type}'")
 
 
+class Unauthorized(FhirError):
+    """No valid credentials (a bearer token the hub does not know, or none)."""
+
+    status, code = 401, "login"
+
+
 class Forbidden(FhirError):
     """The request is understood but this server does not let anyone make it (a hub-owned resource)."""
 

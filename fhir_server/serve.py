@@ -17,6 +17,7 @@ from adapters.dicom.dicomweb import build_dicomweb_app
 from adapters.dicom.service import start_dicom
 from adapters.hl7v2.listener import start_mllp
 from adapters.hl7v2.outbound import OruDelivery
+from fhir_server.api.app import DICOMWEB_BASE
 from fhir_server.hub import open_hub, tune_for_serving
 from fhir_server.settings import Settings
 
@@ -78,7 +79,7 @@ async def serve(settings: Settings) -> None:
         if settings.dicom_port:
             dicom = await start_dicom(settings, hub.sink)
             stack.push_async_callback(dicom.close)
-            hub.app.mount("/dicomweb", build_dicomweb_app(settings, hub.sink, dicom.instances))
+            hub.app.mount(DICOMWEB_BASE, build_dicomweb_app(settings, hub.sink, dicom.instances))
             LOGGER.info("DICOM %s listening on %s:%s", settings.dicom_aet, settings.dicom_host, dicom.port)
         LOGGER.info("FHIR API on http://%s:%s%s", settings.host, settings.port, settings.base_path)
         tune_for_serving()

@@ -6,9 +6,27 @@ Built once in the composition root (`cli.py`) and passed down; nothing reads the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["member", "reader", "admin", "auditor"]
+
+
+class ApiClientEntry(BaseModel):
+    """One registered API client: its name (the agent of its AuditEvents), the member it belongs to
+    (the Organization code under `urn:yilian:member`), and its role (`fhir_server/api/access.py`)."""
+
+    client: str
+    member: str | None = None
+    role: Role = "member"
+
+    @model_validator(mode="after")
+    def _member_roles_name_a_member(self) -> ApiClientEntry:
+        if self.role in ("member", "reader") and not self.member:
+            raise ValueError(f"client {self.client!r} has role {self.role!r} and needs its member's code")
+        return self
 
 
 class Settings(BaseSettings):
@@ -29,7 +47,9 @@ class Settings(BaseSettings):
     max_json_depth: int = 64
     default_page_size: int = 20
     max_page_size: int = 1000
-    api_tokens: dict[str, str] = Field(default_factory=dict)  # bearer token -> client name (JSON in env)
+    # bearer token -> client (JSON in env): "<client name>" (an admin client, as before) or
+    # {"client": "...", "member": "<member code>", "role": "member|reader|admin|auditor"}
+    api_tokens: dict[str, str | ApiClientEntry] = Field(default_factory=dict)
     allow_open_network: bool = False  # serve FHIR on a non-loopback address without tokens (not advised)
     audit_flush_seconds: float = 1.0  # AuditEvents of every access are written in batches this often
     # Consortium record: Patient/$match grades below a resident-ID match (interactions/matching.py)

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from adapters.base import HttpSink, JsonObject
+from adapters.base import HttpSink, JsonObject, add_token_argument
 from adapters.dicom.turnaround import Turnaround, turnaround
 from adapters.identity import organization_identifier_system
 from fhir_server.errors import FhirError
@@ -21,12 +21,13 @@ def add_parser(subparsers: Any) -> None:
     tat.add_argument("--member", required=True, help="Organization id the member's AE titles map to")
     tat.add_argument("--fhir-base", default="http://127.0.0.1:8080/fhir", help="FHIR base URL of the hub")
     tat.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    add_token_argument(tat)
     tat.set_defaults(func=_turnaround)
 
 
 def _turnaround(args: argparse.Namespace) -> int:
     try:
-        rows = asyncio.run(collect(HttpSink(args.fhir_base), args.member))
+        rows = asyncio.run(collect(HttpSink(args.fhir_base, token=args.token), args.member))
     except FhirError as exc:  # the hub is unreachable or refused the searches
         print(exc.message, file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from adapters.base import HttpSink
+from adapters.base import HttpSink, add_token_argument
 from adapters.hl7v2.client import MllpClientError, send_all
 from adapters.hl7v2.journal import STATUSES, Journal
 from adapters.hl7v2.outbound import IDLE_POLL
@@ -37,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     replay.add_argument("id", type=int)
     _journal_option(replay)
     replay.add_argument("--fhir-base", default="http://127.0.0.1:8080/fhir", help="FHIR server to apply to")
+    add_token_argument(replay)
     replay.set_defaults(func=_replay)
 
     outbound = sub.add_parser("outbound", help="list outbound ORU deliveries, or re-queue a finished one")
@@ -125,7 +126,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 async def _replay_async(args: argparse.Namespace) -> int:
     journal = _open(args)
-    sink = HttpSink(args.fhir_base)
+    sink = HttpSink(args.fhir_base, token=args.token)
     try:
         entry = journal.get(args.id)
         if entry is None:

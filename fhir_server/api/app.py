@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api.access import AccessPolicyMiddleware
 from fhir_server.api.access_log import AccessLogMiddleware
 from fhir_server.api.auth import BearerTokenMiddleware
 from fhir_server.api.context import ApiState
@@ -24,6 +25,7 @@ from fhir_server.interactions.service import FhirService
 from fhir_server.model.outcomes import operation_outcome
 from fhir_server.settings import Settings
 
+DICOMWEB_BASE = "/dicomweb"
 LOGGER = logging.getLogger(__name__)
 
 
@@ -80,14 +82,16 @@ def create_app(
     for table in routers:
         app.router.routes.extend(table.routes(prefix))
     # Starlette runs the last-added middleware first: the token check wraps the access log, which then
-    # sees the authenticated client name (and refused requests are audited too, as 401s).
+    # sees the authenticated client name, and the access log wraps the role check (refusals, 403, are
+    # audited under the client's name).
+    app.add_middleware(AccessPolicyMiddleware, fhir_base=prefix, dicomweb_base=DICOMWEB_BASE)
     if audit is not None:
         app.add_middleware(AccessLogMiddleware, base_path=prefix, record=audit.record, clock=service.clock)
     if settings.api_tokens:
         app.add_middleware(
             BearerTokenMiddleware,
             tokens=settings.api_tokens,
-            protected=(prefix, "/dicomweb"),
+            protected=(prefix, DICOMWEB_BASE),
             public=(f"{prefix}/metadata",),
         )
     return app

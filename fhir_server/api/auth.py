@@ -2,9 +2,10 @@
 
 The hub holds patient data, so nothing is open by default on a network: `yilian serve` refuses a
 non-loopback bind without tokens (see `serve.check_exposure`). With `YILIAN_API_TOKENS` set (token →
-client name), every request except the CapabilityStatement (which SMART clients read before they
-authenticate) needs `Authorization: Bearer <token>`; the client name then identifies the agent in
-AuditEvents. Tokens are compared in constant time.
+client: a name, meaning an admin client, or `{"client", "member", "role"}`), every request except the
+CapabilityStatement (which SMART clients read before they authenticate) needs `Authorization: Bearer
+<token>`; the client name then identifies the agent in AuditEvents, and its role bounds what it may ask
+(`access.py`: 403 with an OperationOutcome saying why). Tokens are compared in constant time.
 """
 
 from __future__ import annotations
@@ -14,15 +15,28 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fhir_server.api.access import API_CLIENT_SCOPE_KEY, ApiClient
 from fhir_server.api.responses import json_response
 from fhir_server.errors import Issue
 from fhir_server.model.outcomes import operation_outcome
+from fhir_server.settings import ApiClientEntry
 
 CLIENT_SCOPE_KEY = "yilian.client"
+"""The client's name in the ASGI scope (the agent of its AuditEvents, Provenance performer)."""
 
 
-def client_for(header: str | None, tokens: Mapping[str, str]) -> str | None:
-    """The client name for an `Authorization` header value, or None when it is not a known token."""
+def registered_clients(tokens: Mapping[str, str | ApiClientEntry]) -> dict[str, ApiClient]:
+    """Token → client, from `Settings.api_tokens` (a bare name is an admin client, as it always was)."""
+    return {
+        token: ApiClient(entry)
+        if isinstance(entry, str)
+        else ApiClient(entry.client, entry.role, entry.member)
+        for token, entry in tokens.items()
+    }
+
+
+def client_for(header: str | None, clients: Mapping[str, ApiClient]) -> ApiClient | None:
+    """The client for an `Authorization` header value, or None when it is not a known token."""
     if not header:
         return None
     scheme, _, token = header.partition(" ")
@@ -30,18 +44,23 @@ def client_for(header: str | None, tokens: Mapping[str, str]) -> str | None:
         return None
     token = token.strip()
     found = None
-    for known, name in tokens.items():
+    for known, client in clients.items():
         if hmac.compare_digest(known.encode(), token.encode()):
-            found = name
+            found = client
     return found
 
 
 class BearerTokenMiddleware:
     def __init__(
-        self, app: ASGIApp, *, tokens: Mapping[str, str], protected: tuple[str, ...], public: tuple[str, ...]
+        self,
+        app: ASGIApp,
+        *,
+        tokens: Mapping[str, str | ApiClientEntry],
+        protected: tuple[str, ...],
+        public: tuple[str, ...],
     ):
         self.app = app
-        self.tokens = dict(tokens)
+        self.clients = registered_clients(tokens)
         self.protected = protected
         self.public = public
 
@@ -52,7 +71,7 @@ class BearerTokenMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         raw = headers.get(b"authorization")
-        client = client_for(raw.decode("latin-1") if raw else None, self.tokens)
+        client = client_for(raw.decode("latin-1") if raw else None, self.clients)
         if client is None:
             reason = "missing" if raw is None else "not valid"
             response = json_response(
@@ -64,5 +83,6 @@ class BearerTokenMiddleware:
             )
             await response(scope, receive, send)
             return
-        scope[CLIENT_SCOPE_KEY] = client
+        scope[CLIENT_SCOPE_KEY] = client.name
+        scope[API_CLIENT_SCOPE_KEY] = client
         await self.app(scope, receive, send)

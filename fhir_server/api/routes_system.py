@@ -5,12 +5,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api.access import API_CLIENT_SCOPE_KEY, bundle_refusal
 from fhir_server.api.body import read_resource_body
 from fhir_server.api.context import base_url, state_of
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response
 from fhir_server.api.routing import RouteTable
-from fhir_server.errors import BadRequest
+from fhir_server.errors import BadRequest, Forbidden
 from fhir_server.interactions.bundles import batch, transaction
 from fhir_server.interactions.capabilities import capability_statement
 from fhir_server.interactions.history import history
@@ -42,6 +43,9 @@ def build_system_router() -> RouteTable:
             raise BadRequest(
                 "POST to the base URL needs a Bundle of type batch or transaction", expression="Bundle"
             )
+        client = request.scope.get(API_CLIENT_SCOPE_KEY)
+        if client is not None and (why := bundle_refusal(client, body, base_url(request))) is not None:
+            raise Forbidden(f"{client.name} ({client.role}): {why}", expression="Bundle.entry")
         kind = body.get("type")
         return_resources = neg.prefer_return == "representation" and "return=representation" in (
             request.headers.get("prefer") or ""

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 from fhir_server.errors import (
     BadRequest,
     Issue,
+    MethodNotAllowed,
     NotFound,
     PreconditionFailed,
     UnknownResourceType,
@@ -176,6 +177,16 @@ def _criteria_query(service: FhirService, resource_type: str, criteria: str) -> 
     return parse_search(resource_type, params, service.registry, strict=True)
 
 
+def refuse_audit_change(resource_type: str, method: str) -> None:
+    """The audit trail is create-only, for every client and the hub alike: an AuditEvent that could be
+    updated or deleted would prove nothing (ATNA; the access trail is the consortium's privacy record)."""
+    if resource_type == "AuditEvent":
+        raise MethodNotAllowed(
+            f"AuditEvent is create-only: {method} is not allowed on the audit trail",
+            expression="AuditEvent",
+        )
+
+
 async def write_resource(
     service: FhirService,
     tx: WriteTransaction,
@@ -204,6 +215,8 @@ async def write_resource(
     see `ResourceChanged.reason`."""
     if not is_valid_id(resource_id):
         raise BadRequest(f"'{resource_id}' is not a valid FHIR id", expression=f"{resource_type}.id")
+    if method != "POST":
+        refuse_audit_change(resource_type, method)
     current = None if minted else await tx.current(resource_type, resource_id)
     if if_match is not None:
         expected = parse_version_tag(if_match)
@@ -273,6 +286,7 @@ async def delete_resource(
     """Write a tombstone version; deleting what is absent or already deleted is a no-op (idempotent).
 
     A member's Patient leaves its master (recomputed, or deleted with its last source)."""
+    refuse_audit_change(resource_type, "DELETE")
     current = await tx.current(resource_type, resource_id)
     if current is None or current.deleted:
         return None

@@ -5,10 +5,11 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from fhir_server.api.auth import client_for
+from fhir_server.api.access import ApiClient
+from fhir_server.api.auth import client_for, registered_clients
 from fhir_server.hub import open_hub
 from fhir_server.serve import UnsafeExposure, check_exposure
-from fhir_server.settings import Settings
+from fhir_server.settings import ApiClientEntry, Settings
 
 
 async def test_tokens_required_when_configured(tmp_path) -> None:
@@ -42,12 +43,23 @@ async def test_tokens_required_when_configured(tmp_path) -> None:
 
 
 def test_client_for_parses_bearer_only() -> None:
-    tokens = {"abc": "township-3"}
-    assert client_for("Bearer abc", tokens) == "township-3"
-    assert client_for("bearer abc", tokens) == "township-3"
+    tokens = registered_clients(
+        {"abc": "township-3", "xyz": ApiClientEntry(client="village-7", member="HSZWSY", role="reader")}
+    )
+    assert client_for("Bearer abc", tokens) == ApiClient("township-3", "admin")  # a bare name: admin
+    assert client_for("bearer abc", tokens) == ApiClient("township-3", "admin")
+    assert client_for("Bearer xyz", tokens) == ApiClient("village-7", "reader", "HSZWSY")
     assert client_for("Basic abc", tokens) is None
     assert client_for("Bearer abd", tokens) is None
     assert client_for(None, tokens) is None
+
+
+def test_member_and_reader_clients_must_name_their_member() -> None:
+    with pytest.raises(ValueError, match="needs its member's code"):
+        Settings(api_tokens={"t": {"client": "his", "role": "member"}})
+    assert Settings(api_tokens={"t": {"client": "ops", "role": "auditor"}}).api_tokens["t"] == ApiClientEntry(
+        client="ops", role="auditor"
+    )
 
 
 def test_no_open_network_bind_without_tokens(tmp_path) -> None:

@@ -1,0 +1,131 @@
+"""What each role of API client may ask, checked at the HTTP edge before anything runs.
+
+Roles (`YILIAN_API_TOKENS`, `settings.ApiClientEntry`):
+- `admin` (consortium operator; a token registered with a bare client name is one): everything;
+- `member` (a member's HIS/LIS/PACS): reads, and writes of patient data (the Patient compartment's
+  types, Patient and Task). Directory and definitional resources (Organization, Practitioner,
+  Endpoint, SearchParameter, terminology, ...) are shared by every member and written by admin only,
+  as are the consortium-record corrections (`$mpi-link`, `$mpi-split`) and `$reindex`;
+- `reader` (e.g. a county radiologist's viewer): reads only (GET, `_search`, and the read-only
+  operations `$everything`, `$match`, `$validate`); DICOMweb retrieval, not STOW;
+- `auditor`: reads the audit trail (AuditEvent) and nothing else.
+Only `admin` and `auditor` read AuditEvents. Whatever the role, the trail is create-only
+(`interactions/write.refuse_audit_change`: 405 for everyone).
+
+This is the coarse, per-request part of member access. Which *persons* a member may see (its own
+registrations, care relationships, Consent) is decided inside the query, in the interactions layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fhir_server.api.responses import json_response
+from fhir_server.errors import Issue
+from fhir_server.model.outcomes import operation_outcome
+from fhir_server.search.compartments import compartment_params
+from fhir_server.settings import Role
+
+
+@dataclass(frozen=True, slots=True)
+class ApiClient:
+    """Who calls: the name its AuditEvents give it, its role, and the member it belongs to."""
+
+    name: str
+    role: Role = "admin"
+    member: str | None = None
+
+
+API_CLIENT_SCOPE_KEY = "yilian.api_client"
+"""The authenticated `ApiClient` in the ASGI scope (set by `auth.BearerTokenMiddleware`)."""
+READ_METHODS = frozenset({"GET", "HEAD"})
+READ_ONLY_OPERATIONS = frozenset({"$everything", "$match", "$validate", "_search"})
+ADMIN_OPERATIONS = frozenset({"$mpi-link", "$mpi-split", "$reindex"})
+PATIENT_DATA = frozenset(compartment_params("Patient")) | {"Patient", "Task"}
+"""Types a member writes: the records of persons (in R4's Patient compartment, and Task, which is not)."""
+
+
+def refusal(client: ApiClient, method: str, parts: list[str], *, dicomweb: bool = False) -> str | None:
+    """Why `client` may not make this request (`parts`: the path below the FHIR base or `/dicomweb`),
+    or None when it may. A Bundle POSTed to the base is checked per entry (`bundle_refusal`)."""
+    role = client.role
+    if role == "admin":
+        return None
+    reading = method in READ_METHODS or (
+        method == "POST" and bool(parts) and parts[-1] in READ_ONLY_OPERATIONS
+    )
+    if dicomweb:
+        if role == "auditor":
+            return "auditor clients read the audit trail only"
+        if role == "reader" and not reading:
+            return "reader clients retrieve images; they do not store them"
+        return None
+    resource_type = parts[0] if parts else ""
+    if resource_type == "metadata":
+        return None
+    if role == "auditor":
+        return None if reading and resource_type == "AuditEvent" else "auditor clients read AuditEvents only"
+    if resource_type == "AuditEvent" and reading:
+        return "the audit trail is read by auditor and admin clients"
+    operation = next((p for p in parts if p.startswith("$")), None)
+    if operation in ADMIN_OPERATIONS:
+        return f"{operation} is a consortium operator's (admin client's) decision"
+    if reading:
+        return None
+    if role == "reader":
+        return "reader clients read; they do not write"
+    if not parts:
+        return None  # a batch or transaction: each entry is checked
+    if resource_type not in PATIENT_DATA and resource_type != "AuditEvent":
+        return f"{resource_type} is shared consortium data; only admin clients write it"
+    return None
+
+
+def bundle_refusal(client: ApiClient, bundle: Any, base_url: str) -> str | None:
+    """`refusal` for each entry of a batch or transaction Bundle: the first one refused, named."""
+    if client.role == "admin" or not isinstance(bundle, dict) or not isinstance(bundle.get("entry"), list):
+        return None
+    for i, entry in enumerate(bundle["entry"]):
+        request = entry.get("request") if isinstance(entry, dict) else None
+        if not isinstance(request, dict):
+            continue  # malformed: the bundle processing names it
+        method = str(request.get("method") or "").upper()
+        url = str(request.get("url") or "")
+        path = url.removeprefix(base_url).split("?", 1)[0].strip("/")
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            continue
+        why = refusal(client, method, parts)
+        if why is not None:
+            return f"Bundle.entry[{i}] ({method} {path}): {why}"
+    return None
+
+
+class AccessPolicyMiddleware:
+    """403 (with an OperationOutcome saying why) for a request the client's role does not allow.
+
+    Runs inside the access log, so a refused request is audited under the client's name like any
+    other; without tokens configured there is no client in the scope and nothing is checked."""
+
+    def __init__(self, app: ASGIApp, *, fhir_base: str, dicomweb_base: str) -> None:
+        self.app = app
+        self.fhir_base = fhir_base
+        self.dicomweb_base = dicomweb_base
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get(API_CLIENT_SCOPE_KEY) if scope["type"] == "http" else None
+        if isinstance(client, ApiClient):
+            path: str = scope.get("path", "")
+            dicomweb = path.startswith(self.dicomweb_base)
+            below = path[len(self.dicomweb_base if dicomweb else self.fhir_base) :]
+            parts = [p for p in below.split("/") if p]
+            why = refusal(client, scope.get("method", "GET"), parts, dicomweb=dicomweb)
+            if why is not None:
+                message = f"{client.name} ({client.role}): {why}"
+                response = json_response(operation_outcome([Issue("error", "forbidden", message)]), 403)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

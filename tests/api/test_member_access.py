@@ -1,0 +1,134 @@
+"""Member access, the per-request part: each token is a client of a member with a role (member, reader,
+admin, auditor), and the audit trail is create-only for everyone."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.base import HttpSink
+from adapters.dicom.commands import collect
+from fhir_server.errors import FhirError
+from fhir_server.hub import Hub, open_hub
+from fhir_server.settings import Settings
+
+TOKENS: dict[str, Any] = {
+    "t-admin": "consortium-ops",  # a bare name: an admin client, as tokens always were
+    "t-county": {"client": "county-his", "member": "XYRMYY", "role": "member"},
+    "t-village": {"client": "village-his", "member": "HSZWSY", "role": "member"},
+    "t-viewer": {"client": "county-viewer", "member": "XYRMYY", "role": "reader"},
+    "t-audit": {"client": "privacy-office", "role": "auditor"},
+}
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
+    settings = Settings(db=tmp_path / "a.db", api_tokens=TOKENS, audit_flush_seconds=3600, match_review=False)
+    async with open_hub(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def http(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hub.app), base_url="http://t") as c:
+        yield c
+
+
+def as_(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def forbidden(r: httpx.Response, why: str) -> None:
+    assert r.status_code == 403, r.text
+    issue = r.json()["issue"][0]
+    assert issue["code"] == "forbidden" and why in issue["diagnostics"], issue
+
+
+PATIENT = {"resourceType": "Patient", "name": [{"text": "张三"}]}
+ORG = {"resourceType": "Organization", "name": "某乡卫生院"}
+
+
+async def test_members_write_patient_data_and_only_admin_writes_shared_data(http: httpx.AsyncClient) -> None:
+    r = await http.post("/fhir/Patient", json=PATIENT, headers=as_("t-county"))
+    assert r.status_code == 201, r.text
+    forbidden(await http.post("/fhir/Organization", json=ORG, headers=as_("t-county")), "only admin clients")
+    assert (await http.post("/fhir/Organization", json=ORG, headers=as_("t-admin"))).status_code == 201
+    assert (await http.get("/fhir/Organization", headers=as_("t-village"))).status_code == 200
+
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": PATIENT, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": ORG, "request": {"method": "POST", "url": "http://t/fhir/Organization"}},
+        ],
+    }
+    forbidden(await http.post("/fhir", json=bundle, headers=as_("t-county")), "Bundle.entry[1]")
+    bundle["entry"] = bundle["entry"][:1]
+    assert (await http.post("/fhir", json=bundle, headers=as_("t-county"))).status_code == 200
+
+    link = {"resourceType": "Parameters", "parameter": []}
+    forbidden(await http.post("/fhir/Patient/$mpi-link", json=link, headers=as_("t-county")), "admin")
+    assert (await http.post("/fhir/Patient/$mpi-link", json=link, headers=as_("t-admin"))).status_code == 400
+
+
+async def test_readers_read_and_auditors_read_the_trail_only(http: httpx.AsyncClient, hub: Hub) -> None:
+    pid = (await http.post("/fhir/Patient", json=PATIENT, headers=as_("t-county"))).json()["id"]
+    assert (await http.get(f"/fhir/Patient/{pid}", headers=as_("t-viewer"))).status_code == 200
+    assert (
+        await http.post("/fhir/Patient/_search", data={"name": "张"}, headers=as_("t-viewer"))
+    ).status_code == 200
+    match = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": PATIENT}]}
+    assert (await http.post("/fhir/Patient/$match", json=match, headers=as_("t-viewer"))).status_code == 200
+    forbidden(await http.post("/fhir/Patient", json=PATIENT, headers=as_("t-viewer")), "do not write")
+    forbidden(await http.delete(f"/fhir/Patient/{pid}", headers=as_("t-viewer")), "do not write")
+
+    forbidden(await http.get("/fhir/AuditEvent", headers=as_("t-county")), "auditor and admin")
+    forbidden(await http.get(f"/fhir/Patient/{pid}", headers=as_("t-audit")), "AuditEvents only")
+    await hub.audit.flush()
+    trail = await http.get("/fhir/AuditEvent", params={"_count": "100"}, headers=as_("t-audit"))
+    assert trail.status_code == 200
+    agents = {e["resource"]["agent"][0]["who"]["display"] for e in trail.json()["entry"]}
+    assert {"county-his", "county-viewer", "privacy-office"} <= agents  # refusals are audited too
+    assert (await http.get("/fhir/metadata")).status_code == 200
+
+
+async def test_the_audit_trail_is_create_only_for_everyone(http: httpx.AsyncClient, hub: Hub) -> None:
+    await http.get("/fhir/Patient", headers=as_("t-county"))
+    await hub.audit.flush()
+    (entry,) = (await http.get("/fhir/AuditEvent", headers=as_("t-admin"))).json()["entry"][:1]
+    event = entry["resource"]
+    for r in (
+        await http.put(f"/fhir/AuditEvent/{event['id']}", json=event, headers=as_("t-admin")),
+        await http.delete(f"/fhir/AuditEvent/{event['id']}", headers=as_("t-admin")),
+        await http.patch(
+            f"/fhir/AuditEvent/{event['id']}",
+            json=[{"op": "replace", "path": "/outcome", "value": "0"}],
+            headers={**as_("t-admin"), "Content-Type": "application/json-patch+json"},
+        ),
+    ):
+        assert r.status_code == 405, r.text
+        assert "create-only" in r.json()["issue"][0]["diagnostics"]
+    delete_in_bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"AuditEvent/{event['id']}"}}],
+    }
+    assert (await http.post("/fhir", json=delete_in_bundle, headers=as_("t-admin"))).status_code == 405
+    after = await http.get(f"/fhir/AuditEvent/{event['id']}", headers=as_("t-audit"))
+    assert after.status_code == 200 and after.json()["meta"]["versionId"] == "1"
+
+
+async def test_cli_commands_send_their_token(hub: Hub) -> None:
+    def sink(token: str | None) -> HttpSink:
+        transport = httpx.ASGITransport(app=hub.app)
+        return HttpSink("http://t/fhir", client=httpx.AsyncClient(transport=transport), token=token)
+
+    assert await collect(sink("t-county"), "org-town-a") == []
+    with pytest.raises(FhirError) as refused:
+        await collect(sink(None), "org-town-a")
+    assert refused.value.status == 401
