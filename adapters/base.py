@@ -27,6 +27,7 @@ from fhir_server.errors import (
     Unauthorized,
     Unprocessable,
 )
+from fhir_server.model.access_record import AccessRecord
 
 JsonObject = dict[str, Any]
 
@@ -54,6 +55,11 @@ class Sink(Protocol):
 
     async def read(self, resource_type: str, resource_id: str) -> JsonObject | None:
         """Return the current version, or None when absent or deleted."""
+        ...
+
+    def audit(self, record: AccessRecord) -> None:
+        """Record an access the adapter served (a message applied, instances sent): an AuditEvent in
+        the hub's trail. Returns at once; the trail writes in batches off the adapter's path."""
         ...
 
 
@@ -133,6 +139,9 @@ class HttpSink:
 
     async def sync(self) -> None:
         """Nothing to do: every answered submit is as durable as the remote server makes it."""
+
+    def audit(self, record: AccessRecord) -> None:
+        """Nothing to do: the remote server audits the requests this Sink makes to it."""
 
     async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
         resp = await self._send("GET", f"{self._base}/{resource_type}", params=params)

@@ -47,6 +47,9 @@ class NullSink:
     async def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
         return None
 
+    def audit(self, record: Any) -> None:
+        pass
+
 
 async def load(port: int, run: str, *args: str, connections: int = 2) -> dict[str, Any]:
     """Run the load generator in its own process and return its JSON result."""

@@ -116,7 +116,7 @@ async def open_hub(settings: Settings, store: ResourceStore | None = None) -> As
             LOGGER.info("%d custom SearchParameters loaded from the store", loaded)
         audit = AuditTrail(service, interval=settings.audit_flush_seconds)
         app = create_app(settings, service, audit=audit)
-        sink = InProcessSink(service, local_base_url(settings))
+        sink = InProcessSink(service, local_base_url(settings), audit=audit.record)
         review = (
             MatchReview(service, interval=settings.match_review_seconds) if settings.match_review else None
         )

@@ -39,6 +39,7 @@ from adapters.hl7v2.parse import escape
 from adapters.hl7v2.tls import hub_client_context
 from adapters.identity import organization_identifier_system
 from fhir_server.errors import FhirError
+from fhir_server.model.access_record import EXPORT, AccessRecord
 from fhir_server.settings import Settings
 from fhir_server.waits import wake_or_timeout
 
@@ -255,6 +256,7 @@ class OruDelivery:
             log.warning("ORU delivery to %s failed: %s", target.facility, exc)
             return Attempt("retry", where, str(exc))
         code = _msa_code(answer)
+        self._audit(report, target, code)
         if code in ("AA", "CA"):
             log.info("ORU for DiagnosticReport/%s delivered to %s", report.get("id"), target.facility)
             return Attempt("delivered", where)
@@ -263,6 +265,26 @@ class OruDelivery:
             return Attempt("rejected", where, f"answered {code}")
         log.warning("ORU delivery to %s answered %s", target.facility, code)
         return Attempt("retry", where, f"answered {code}")
+
+    def _audit(self, report: JsonObject, target: Target, code: str) -> None:
+        """The report left the hub for `target` (whatever its answer): an Export in the audit trail."""
+        subject = (report.get("subject") or {}).get("reference")
+        entities = [{"reference": f"DiagnosticReport/{report.get('id')}"}]
+        if isinstance(subject, str):
+            entities.append({"reference": subject})
+        self.sink.audit(
+            AccessRecord(
+                interaction="read",
+                recorded=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                status=200 if code in ("AA", "CA") else (400 if code in ("AR", "CR") else 422),
+                client_address=target.host,
+                client_name=target.facility,
+                event_type=EXPORT,
+                subtype=("http://terminology.hl7.org/CodeSystem/v2-0003", "R01"),
+                action="R",
+                entities=tuple(entities),
+            )
+        )
 
     def _tls_context(self) -> ssl.SSLContext:
         """Built on first use: only mllps:// members need it (the consortium CA, the hub's certificate)."""

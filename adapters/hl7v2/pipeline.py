@@ -28,6 +28,7 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from adapters.base import Sink
@@ -37,11 +38,21 @@ from adapters.hl7v2.journal import Appended, Entry, Journal, NewEntry, Outcome
 from adapters.hl7v2.parse import Message, ParseError, header_facts, parse
 from adapters.hl7v2.router import Router, build_router
 from adapters.hl7v2.structure import diagnose
-from adapters.hl7v2.transaction import Context, Translation, TranslationError, provenance_id
+from adapters.hl7v2.transaction import (
+    Context,
+    Translation,
+    TranslationError,
+    message_identifier_system,
+    provenance_id,
+)
 from fhir_server.errors import FhirError
+from fhir_server.model.access_record import IMPORT, AccessRecord
 from fhir_server.settings import Settings
 
 log = logging.getLogger(__name__)
+V2_EVENT_TYPES = "http://terminology.hl7.org/CodeSystem/v2-0003"
+_ACCESS_STATUS = {"applied": 200, "error": 422, "rejected": 400}
+"""An outcome as the status of its AuditEvent (AE: the hub could not apply it; AR: not acceptable)."""
 
 _REJECT_CODES = {"100", "200", "201", "202", "203"}
 SYNC_INTERVAL_S = 0.2
@@ -73,6 +84,7 @@ class _Work:
     entry_id: int
     raw: bytes
     header: acks.Header
+    peer: str = ""
     message: Message | None = None
     context: Context | None = None
     translation: Translation | None = None
@@ -311,6 +323,7 @@ class Pipeline:
             if w.outcome is None:
                 w.outcome = self._outcome(w, "AA")
             outcomes.append(w.outcome)
+            self.sink.audit(self._access(w, w.outcome))
         held = [o for o in outcomes if o.status == "applied"] if deferred else []
         finished = [o for o in outcomes if o.status != "applied"] if deferred else outcomes
         if finished:
@@ -321,7 +334,7 @@ class Pipeline:
         return outcomes
 
     def _translate(self, entry: Entry, oversize: int) -> _Work:
-        work = _Work(entry.id, entry.raw, acks.Header())
+        work = _Work(entry.id, entry.raw, acks.Header(), entry.peer)
         if oversize:
             work.header = acks.Header.from_raw(entry.raw)
             limit = self.settings.mllp_max_message_bytes
@@ -396,6 +409,34 @@ class Pipeline:
         work.errors = errors
         work.outcome = self._outcome(work, code)
         return work
+
+    def _access(self, work: _Work, outcome: Outcome) -> AccessRecord:
+        """The message as an access to the hub: an Import by the sending system, naming the message
+        (and, once applied, its Provenance, which names every resource it wrote)."""
+        header = work.header
+        facility = header.sending_facility or "unknown"
+        control = header.control_id or f"journal-{work.entry_id}"
+        entities: list[dict[str, Any]] = [
+            {
+                "identifier": {"system": message_identifier_system(facility), "value": control},
+                "display": f"HL7 v2 message, journal entry {work.entry_id}",
+            }
+        ]
+        if outcome.status == "applied" and header.control_id:
+            entities.append({"reference": f"Provenance/{provenance_id(facility, header.control_id)}"})
+        return AccessRecord(
+            interaction="create",
+            recorded=self._now().isoformat(timespec="milliseconds"),
+            status=_ACCESS_STATUS[outcome.status],
+            client_address=work.peer.rsplit(":", 1)[0] if work.peer else None,
+            client_name=f"{header.sending_application}@{facility}"
+            if header.sending_application
+            else facility,
+            event_type=IMPORT,
+            subtype=(V2_EVENT_TYPES, header.trigger) if header.trigger else None,
+            action="C",
+            entities=tuple(entities),
+        )
 
     def _outcome(self, work: _Work, code: str) -> Outcome:
         ack = acks.build(work.header, code, f"YL{work.entry_id}", work.errors, self._now())

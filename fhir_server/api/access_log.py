@@ -12,7 +12,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_server.api.auth import CLIENT_SCOPE_KEY
-from fhir_server.interactions.audit import AccessRecord
+from fhir_server.model.access_record import AccessRecord
 
 Classified = tuple[str, str | None, str | None]
 

@@ -14,10 +14,10 @@ import asyncio
 import base64
 import logging
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 from fhir_server.interactions.service import FhirService
+from fhir_server.model.access_record import AccessRecord
 from fhir_server.model.ids import new_resource_id
 from fhir_server.storage.protocol import NewVersion
 from fhir_server.waits import stop_task, wake_or_timeout
@@ -44,21 +44,6 @@ _INTERACTION_ACTION = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class AccessRecord:
-    """One access as seen at an edge: what was asked, by whom, and how it ended."""
-
-    interaction: str  # restful-interaction code (read, search-type, create, ...)
-    recorded: str  # instant
-    status: int  # HTTP status (or the equivalent for non-HTTP edges)
-    client_address: str | None
-    client_name: str | None  # e.g. User-Agent, MLLP sending facility, calling AE title
-    resource_type: str | None = None
-    resource_id: str | None = None
-    query: str | None = None
-    operation: str | None = None  # `$match`, `$mpi-split`, ...: which operation an "operation" ran
-
-
 def audit_event(record: AccessRecord) -> dict[str, Any]:
     """The R4 AuditEvent for one access (pure)."""
     outcome = "0" if record.status < 400 else ("4" if record.status < 500 else "8")
@@ -73,15 +58,26 @@ def audit_event(record: AccessRecord) -> dict[str, Any]:
     }
     if record.client_address:
         agent["network"] = {"address": record.client_address, "type": "2"}
-    event: dict[str, Any] = {
-        "resourceType": "AuditEvent",
-        "type": {
+    if record.event_type is None:
+        event_type = {
             "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
             "code": "rest",
             "display": "RESTful Operation",
-        },
-        "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": record.interaction}],
-        "action": _INTERACTION_ACTION.get(record.interaction, "E"),
+        }
+        subtype = {"system": "http://hl7.org/fhir/restful-interaction", "code": record.interaction}
+    else:
+        system, code, display = record.event_type
+        event_type = {"system": system, "code": code, "display": display}
+        subtype = (
+            {"system": record.subtype[0], "code": record.subtype[1]}
+            if record.subtype
+            else {"system": system, "code": code}
+        )
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": event_type,
+        "subtype": [subtype],
+        "action": record.action or _INTERACTION_ACTION.get(record.interaction, "E"),
         "recorded": record.recorded,
         "outcome": outcome,
         "agent": [agent],
@@ -99,8 +95,10 @@ def audit_event(record: AccessRecord) -> dict[str, Any]:
         entity["query"] = base64.b64encode(record.query.encode("utf-8")).decode("ascii")
     if record.operation:
         entity["detail"] = [{"type": "operation", "valueString": record.operation}]
-    if entity:
-        event["entity"] = [entity]
+    entities = [entity] if entity else []
+    entities += [{"what": what} for what in record.entities]
+    if entities:
+        event["entity"] = entities
     return event
 
 

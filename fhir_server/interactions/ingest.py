@@ -5,6 +5,7 @@ It satisfies `adapters.base.Sink` structurally; the interactions layer does not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fhir_server.errors import BadRequest, FhirError
@@ -12,14 +13,23 @@ from fhir_server.interactions import crud
 from fhir_server.interactions.bundles import batch, transaction
 from fhir_server.interactions.search import search_bundle
 from fhir_server.interactions.service import FhirService
+from fhir_server.model.access_record import AccessRecord
 
 JsonObject = dict[str, Any]
 
 
 class InProcessSink:
-    def __init__(self, service: FhirService, base_url: str) -> None:
+    def __init__(
+        self, service: FhirService, base_url: str, audit: Callable[[AccessRecord], None] | None = None
+    ) -> None:
+        """`audit`: the hub's audit trail (`AuditTrail.record`); None records nothing (tools, tests)."""
         self._service = service
         self._base_url = base_url.rstrip("/")
+        self._audit = audit
+
+    def audit(self, record: AccessRecord) -> None:
+        if self._audit is not None:
+            self._audit(record)
 
     async def submit(self, bundle: JsonObject, *, durable: bool = True) -> JsonObject:
         """Consumes `bundle`: the interactions rewrite references in place. A caller that may submit it

@@ -67,7 +67,8 @@ async def test_stop_ends_the_writer_even_when_a_batch_fills_as_it_stops(hub: Hub
     sleep for its whole interval: a shutdown that waited an hour)."""
     import asyncio
 
-    from fhir_server.interactions.audit import AccessRecord, AuditTrail
+    from fhir_server.interactions.audit import AuditTrail
+    from fhir_server.model.access_record import AccessRecord
 
     trail = AuditTrail(hub.service, interval=3600.0, batch=3)
     trail.start()

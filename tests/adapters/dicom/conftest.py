@@ -39,6 +39,7 @@ class RecordingSink:
     def __init__(self, resources: list[JsonObject] | None = None) -> None:
         self.bundles: list[JsonObject] = []
         self.resources = resources or []
+        self.audited: list[Any] = []
 
     async def submit(self, bundle: JsonObject, *, durable: bool = True) -> JsonObject:
         self.bundles.append(bundle)
@@ -56,6 +57,9 @@ class RecordingSink:
             if r.get("resourceType") == resource_type and r.get("id") == resource_id:
                 return r
         return None
+
+    def audit(self, record: Any) -> None:
+        self.audited.append(record)
 
 
 @pytest.fixture

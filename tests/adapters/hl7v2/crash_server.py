@@ -34,6 +34,9 @@ class StallingSink:
     async def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
         return await self.inner.read(resource_type, resource_id)  # type: ignore[no-any-return]
 
+    def audit(self, record: Any) -> None:
+        self.inner.audit(record)
+
 
 async def main(db: Path, journal: Path, port_file: Path, mode: str) -> None:
     """`stall`: the store never answers (killed between journal and apply). `unsynced`: messages are
