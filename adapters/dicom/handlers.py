@@ -10,6 +10,7 @@ match the request → 0xA900, disk full / write failure → 0xA700, FHIR errors 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import threading
 from collections.abc import Coroutine, Iterable, Iterator
@@ -39,9 +40,12 @@ from adapters.dicom.query import (
 from adapters.dicom.summary import InvalidInstance, KnownMeta
 from adapters.dicom.worklist import worklist_criteria, worklist_response
 from fhir_server.errors import FhirError
+from fhir_server.model.access_record import EXPORT, IMPORT, QUERY, AccessRecord
 from fhir_server.settings import Settings
 
 log = logging.getLogger(__name__)
+DIMSE_SERVICES = "urn:yilian:dimse-service"
+"""AuditEvent.subtype of a DIMSE service (C-STORE, C-FIND, C-MOVE, C-GET): no standard code system."""
 
 FindYield = tuple[int, Dataset | None]
 T = TypeVar("T")
@@ -98,15 +102,45 @@ class DicomHandlers:
         self._loop.call_soon_threadsafe(self._buffer.touch, stored.summary.study_uid)
         return v.SUCCESS
 
-    def on_worker_released(self, study_uids: list[str]) -> None:
+    def on_worker_released(self, study_uids: list[str], calling: str = "", address: str = "") -> None:
         """A storage worker process finished an association (called on the pool's reader thread)."""
+        self.audit(calling, address, "C-STORE", IMPORT, "C", study_uids)
         asyncio.run_coroutine_threadsafe(self._buffer.flush(study_uids, changed=True), self._loop)
 
     def on_association_end(self, event: Event) -> None:
         with self._lock:
             studies = self._studies.pop(id(event.assoc), set())
         if studies:
+            self.audit(_calling_ae(event), _address(event), "C-STORE", IMPORT, "C", studies)
             asyncio.run_coroutine_threadsafe(self._buffer.flush(studies), self._loop)
+
+    def audit(
+        self,
+        calling: str,
+        address: str,
+        dimse: str,
+        kind: tuple[str, str, str],
+        action: str,
+        studies: Iterable[str] = (),
+        status: int = 200,
+    ) -> None:
+        """One DIMSE service an association used, as an AuditEvent (handed to the hub's loop: the
+        trail is not thread-safe, and these handlers run on pynetdicom's threads)."""
+        record = AccessRecord(
+            interaction="dimse",
+            recorded=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            status=status,
+            client_address=address or None,
+            client_name=calling or None,
+            event_type=kind,
+            subtype=(DIMSE_SERVICES, dimse),
+            action=action,
+            entities=tuple(
+                {"identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}}
+                for uid in sorted(studies)
+            ),
+        )
+        self._loop.call_soon_threadsafe(self._sink.audit, record)
 
     # --- query / retrieve ---------------------------------------------------------------------------
 
@@ -123,6 +157,9 @@ class DicomHandlers:
             return
         requested = [e.keyword for e in identifier if e.keyword]
         records = self._on_loop(self._catalog.find(level, criteria), "C-FIND")
+        self.audit(
+            _calling_ae(event), _address(event), "C-FIND", QUERY, "E", status=500 if records is None else 200
+        )
         if records is None:
             yield v.UNABLE_TO_PROCESS, None
             return
@@ -182,6 +219,9 @@ class DicomHandlers:
         yield from self._send(event, instances)
 
     def _send(self, event: Event, instances: list[StoredInstance]) -> Iterator[Any]:
+        dimse = "C-GET" if event.event is evt.EVT_C_GET else "C-MOVE"
+        studies = {inst.summary.study_uid for inst in instances}
+        self.audit(_calling_ae(event), _address(event), dimse, EXPORT, "R", studies)
         for inst in instances:
             if event.is_cancelled:
                 yield v.CANCEL, None
@@ -222,3 +262,7 @@ def _part10(event: Event, calling: str) -> tuple[bytes, KnownMeta]:
 
 def _calling_ae(event: Event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
+
+
+def _address(event: Event) -> str:
+    return str(getattr(event.assoc.requestor, "address", "") or "")

@@ -49,8 +49,12 @@ class WorkerPool:
     """N storage worker processes; `dispatch` hands a connected socket to the next one."""
 
     def __init__(
-        self, config: dict[str, object], count: int, on_released: Callable[[list[str]], None]
+        self,
+        config: dict[str, object],
+        count: int,
+        on_released: Callable[[list[str], str, str], None],
     ) -> None:
+        """`on_released(study_uids, calling_ae, address)`: a worker finished a storage association."""
         self._config = config
         self._on_released = on_released
         self._workers: list[_Worker] = []
@@ -88,9 +92,10 @@ class WorkerPool:
     def _read(self, control: socket.socket) -> None:
         with control.makefile("r", encoding="ascii") as lines:
             for line in lines:
-                uids = [u for u in line.strip().split("\t") if u]
+                calling, address, *uids = line.rstrip("\n").split("\t") + ["", ""]
+                uids = [u for u in uids if u]
                 if uids:
-                    self._on_released(uids)
+                    self._on_released(uids, calling, address)
 
     def dispatch(self, conn: socket.socket) -> bool:
         """Send the connection to a worker; False if none is alive (the caller serves it itself)."""
@@ -203,6 +208,11 @@ def worker_config(
     }
 
 
+def _field(text: str) -> str:
+    """A value for the control line: no tab or newline, ASCII (an AE title is; an address is)."""
+    return text.replace("\t", " ").replace("\n", " ")
+
+
 def _worker_main(control_fd: int, config: dict[str, object]) -> None:
     store = InstanceStore(
         Path(str(config["storage"])), str(config["duplicate_policy"]), bool(config["fsync"])
@@ -219,16 +229,19 @@ def _worker_main(control_fd: int, config: dict[str, object]) -> None:
         conn = socket.socket(fileno=fd)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn.settimeout(NETWORK_TIMEOUT)
+        calling, address = "", ""
         try:
-            _calling, studies = serve_storage(conn, policy, start)
+            address = str(conn.getpeername()[0])
+            calling, studies = serve_storage(conn, policy, start)
         except (OSError, ConnectionError) as exc:
             log.warning("storage association failed: %s", exc)
             studies = set()
         finally:
             conn.close()
-        if studies:
+        if studies:  # one line per association: calling AE, its address, the studies it stored
+            line = "\t".join([_field(calling), _field(address), *sorted(studies)]) + "\n"
             with send_lock, contextlib.suppress(OSError):
-                control.sendall(("\t".join(sorted(studies)) + "\n").encode("ascii"))
+                control.sendall(line.encode("ascii", "replace"))
 
     control.sendall(b"ready\n")
     threads: list[threading.Thread] = []

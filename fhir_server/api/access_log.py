@@ -12,7 +12,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_server.api.auth import CLIENT_SCOPE_KEY
-from fhir_server.model.access_record import AccessRecord
+from fhir_server.model.access_record import EXPORT, IMPORT, QUERY, AccessRecord
 
 Classified = tuple[str, str | None, str | None]
 
@@ -49,6 +49,10 @@ def classify(method: str, parts: list[str]) -> Classified:
     return "search-compartment", first, second
 
 
+DICOMWEB_SERVICES = "urn:yilian:dicomweb-service"
+"""AuditEvent.subtype of a DICOMweb request: STOW-RS, QIDO-RS or WADO-RS (no standard code system)."""
+
+
 class AccessLogMiddleware:
     def __init__(
         self,
@@ -57,15 +61,23 @@ class AccessLogMiddleware:
         base_path: str,
         record: Callable[[AccessRecord], None],
         clock: Callable[[], str],
+        dicomweb_base: str | None = None,
     ) -> None:
         self.app = app
         self.base_path = base_path.rstrip("/")
+        self.dicomweb_base = dicomweb_base
         self.record = record
         self.clock = clock
 
+    def _audited(self, path: str) -> bool:
+        return any(
+            base is not None and (path == base or path.startswith(base + "/"))
+            for base in (self.base_path, self.dicomweb_base)
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path == self.base_path or path.startswith(self.base_path + "/")):
+        if scope["type"] != "http" or not self._audited(path):
             await self.app(scope, receive, send)
             return
         seen: dict[str, Any] = {"status": 500, "location": None}
@@ -84,6 +96,9 @@ class AccessLogMiddleware:
             self._record(scope, path, seen)
 
     def _record(self, scope: Scope, path: str, seen: dict[str, Any]) -> None:
+        if self.dicomweb_base is not None and path.startswith(self.dicomweb_base):
+            self.record(self._dicomweb(scope, path, int(seen["status"])))
+            return
         parts = [p for p in path[len(self.base_path) :].split("/") if p]
         interaction, resource_type, resource_id = classify(scope["method"], parts)
         location = seen["location"]
@@ -108,4 +123,36 @@ class AccessLogMiddleware:
                 query=query,
                 operation=next((p for p in parts if p.startswith("$")), None),
             )
+        )
+
+    def _dicomweb(self, scope: Scope, path: str, status: int) -> AccessRecord:
+        """A DICOMweb request: STOW-RS an Import, QIDO-RS (a collection: studies, series, instances) a
+        Query, WADO-RS (an instance, its frames, metadata, a rendering) an Export, naming the study."""
+        assert self.dicomweb_base is not None
+        parts = [p for p in path[len(self.dicomweb_base) :].split("/") if p]
+        method = scope["method"]
+        if method == "POST":
+            kind, action, service = IMPORT, "C", "STOW-RS"
+        elif parts and parts[-1] in ("studies", "series", "instances"):
+            kind, action, service = QUERY, "E", "QIDO-RS"
+        else:
+            kind, action, service = EXPORT, "R", "WADO-RS"
+        entities: tuple[dict[str, Any], ...] = ()
+        if len(parts) > 1 and parts[0] == "studies":
+            entities = ({"identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{parts[1]}"}},)
+        headers = dict(scope.get("headers") or [])
+        client = scope.get("client")
+        return AccessRecord(
+            interaction="dicomweb",
+            recorded=self.clock(),
+            status=status,
+            client_address=client[0] if client else None,
+            client_name=scope.get(CLIENT_SCOPE_KEY)
+            or headers.get(b"user-agent", b"").decode("latin-1")
+            or None,
+            query=scope.get("query_string", b"").decode("latin-1") or None,
+            event_type=kind,
+            subtype=(DICOMWEB_SERVICES, service),
+            action=action,
+            entities=entities,
         )

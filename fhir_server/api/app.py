@@ -86,7 +86,13 @@ def create_app(
     # audited under the client's name).
     app.add_middleware(AccessPolicyMiddleware, fhir_base=prefix, dicomweb_base=DICOMWEB_BASE)
     if audit is not None:
-        app.add_middleware(AccessLogMiddleware, base_path=prefix, record=audit.record, clock=service.clock)
+        app.add_middleware(
+            AccessLogMiddleware,
+            base_path=prefix,
+            dicomweb_base=DICOMWEB_BASE,
+            record=audit.record,
+            clock=service.clock,
+        )
     if settings.api_tokens:
         app.add_middleware(
             BearerTokenMiddleware,

@@ -184,3 +184,37 @@ async def test_stow_rs_updates_the_imaging_study(hub_listener):
         return entries and entries[0]["resource"]["numberOfInstances"] == 2
 
     await wait_for(published)
+
+
+async def test_dicom_traffic_is_audited(hub_listener):
+    """C-STORE (through a storage worker), C-FIND and QIDO-RS each leave an AuditEvent naming the
+    calling AE (or HTTP client), its address and the study."""
+    service, client = hub_listener
+    study = generate_uid()
+    await asyncio.to_thread(_store_all, service.port, [make_instance(study, generate_uid(), patient_id="P9")])
+    await asyncio.to_thread(
+        _find, service.port, StudyRootQueryRetrieveInformationModelFind, _q("STUDY", StudyInstanceUID="")
+    )
+    assert (await client.get("/dicomweb/studies", params={"PatientID": "P9"})).status_code == 200
+    dcm = "http://dicom.nema.org/resources/ontology/DCM"
+
+    async def events() -> dict[str, dict]:
+        r = await client.get("/fhir/AuditEvent", params={"_count": "100"})
+        return {
+            e["resource"]["subtype"][0]["code"]: e["resource"]
+            for e in r.json().get("entry", [])
+            if e["resource"]["type"].get("system") == dcm
+        }
+
+    async def all_three() -> bool:
+        return {"C-STORE", "C-FIND", "QIDO-RS"} <= set(await events())
+
+    await wait_for(all_three, timeout=15)
+    found = await events()
+    store = found["C-STORE"]
+    assert store["type"]["code"] == "110107" and store["action"] == "C"
+    assert store["agent"][0]["who"]["display"] == "TOWNA"
+    assert store["agent"][0]["network"]["address"] == "127.0.0.1"
+    assert store["entity"][0]["what"]["identifier"]["value"] == f"urn:oid:{study}"
+    assert found["C-FIND"]["type"]["code"] == "110112"
+    assert found["QIDO-RS"]["type"]["code"] == "110112"
