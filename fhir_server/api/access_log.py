@@ -12,6 +12,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_server.api.auth import CLIENT_SCOPE_KEY
+from fhir_server.api.disclosed import disclosed
 from fhir_server.model.access_record import EXPORT, IMPORT, QUERY, AccessRecord
 
 Classified = tuple[str, str | None, str | None]
@@ -122,6 +123,11 @@ class AccessLogMiddleware:
                 resource_id=resource_id,
                 query=query,
                 operation=next((p for p in parts if p.startswith("$")), None),
+                entities=tuple(
+                    {"reference": ref}
+                    for ref in disclosed(scope)
+                    if ref != f"{resource_type}/{resource_id}"  # the resource read is named already
+                ),
             )
         )
 

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from fhir_server.api.body import read_patch_body, read_resource_body
 from fhir_server.api.context import base_url, state_of
+from fhir_server.api.disclosed import note
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response, version_headers, write_response
 from fhir_server.api.routing import RouteTable
@@ -38,6 +39,7 @@ def build_instance_router() -> RouteTable:
         neg = negotiate(request)
         stored = await crud.vread(state_of(request).service, resource_type, resource_id, version)
         headers = version_headers(stored, base_url(request), location=False)
+        note(request, [stored.body])
         return json_response(_shaped(request, stored.body), pretty=neg.pretty, headers=headers)
 
     @router.get("/{resource_type}/{resource_id}/_history")
@@ -62,6 +64,7 @@ def build_instance_router() -> RouteTable:
         if_none_match = request.headers.get("if-none-match")
         if if_none_match and if_none_match.strip() == headers["ETag"]:
             return Response(status_code=304, headers=headers)
+        note(request, [stored.body])
         return json_response(_shaped(request, stored.body), pretty=neg.pretty, headers=headers)
 
     @router.put("/{resource_type}/{resource_id}")

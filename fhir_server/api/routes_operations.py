@@ -13,6 +13,7 @@ from starlette.responses import Response
 from fhir_server.api.auth import CLIENT_SCOPE_KEY
 from fhir_server.api.body import read_resource_body
 from fhir_server.api.context import base_url, state_of
+from fhir_server.api.disclosed import note_bundle
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response
 from fhir_server.api.routing import RouteTable
@@ -52,6 +53,7 @@ def build_operation_router() -> RouteTable:
             list(request.query_params.multi_items()),
             base_url=base_url(request),
         )
+        note_bundle(request, bundle)
         return json_response(bundle, pretty=neg.pretty)
 
     @router.post("/Patient/$match")
@@ -60,6 +62,7 @@ def build_operation_router() -> RouteTable:
         service = state_of(request).service
         body = await read_resource_body(request)
         bundle = await patient_match(service, body, service.match_rules, base_url=base_url(request))
+        note_bundle(request, bundle)
         return json_response(bundle, pretty=neg.pretty)
 
     @router.post("/Patient/$merge")
@@ -119,6 +122,7 @@ def build_compartment_router() -> RouteTable:
             base_url=base_url(request),
             strict=neg.strict,
         )
+        note_bundle(request, bundle)
         return json_response(bundle, pretty=neg.pretty)
 
     return router

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from fhir_server.api.access import API_CLIENT_SCOPE_KEY, bundle_refusal
 from fhir_server.api.body import read_resource_body
 from fhir_server.api.context import base_url, state_of
+from fhir_server.api.disclosed import note_bundle
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response
 from fhir_server.api.routing import RouteTable
@@ -86,6 +87,7 @@ def build_system_router() -> RouteTable:
             base_url=base_url(request),
             strict=neg.strict,
         )
+        note_bundle(request, bundle)
         return json_response(bundle, pretty=neg.pretty)
 
     return router

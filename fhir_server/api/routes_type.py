@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from fhir_server.api.body import read_limited, read_patch_body, read_resource_body
 from fhir_server.api.context import base_url, state_of
+from fhir_server.api.disclosed import note_bundle
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response, write_response
 from fhir_server.api.routing import RouteTable
@@ -76,6 +77,7 @@ def build_type_router() -> RouteTable:
             base_url=base_url(request),
             strict=neg.strict,
         )
+        note_bundle(request, bundle)
         return json_response(bundle, pretty=neg.pretty)
 
     @router.get("/{resource_type}")

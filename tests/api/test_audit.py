@@ -24,7 +24,7 @@ async def test_reads_writes_and_searches_are_audited(hub: Hub, client: httpx.Asy
     by_action = sorted(
         (e["resource"]["subtype"][0]["code"], e["resource"]["action"]) for e in events["entry"]
     )
-    assert by_action == [("create", "C"), ("read", "R")]
+    assert by_action == [("create", "C"), ("read", "R"), ("search-type", "E")]  # the search returned her
     for entry in events["entry"]:
         agent = entry["resource"]["agent"][0]
         assert agent["requestor"] is True and agent["who"]["display"] == "township-his/2.1"
@@ -35,6 +35,35 @@ async def test_reads_writes_and_searches_are_audited(hub: Hub, client: httpx.Asy
     assert failed_read and failed_read[0]["entity"][0]["what"]["reference"] == "Patient/missing"
     search = outcomes["search-type"]
     assert base64.b64decode(search["entity"][0]["query"]).decode() == f"_id={pid}"
+
+
+async def test_every_patient_a_search_returned_is_named(hub: Hub, client: httpx.AsyncClient) -> None:
+    ids = [
+        (await client.post("/fhir/Patient", json={"resourceType": "Patient"})).json()["id"] for _ in range(3)
+    ]
+    for pid in ids[:2]:
+        obs = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "Hb"},
+            "subject": {"reference": f"Patient/{pid}"},
+        }
+        assert (await client.post("/fhir/Observation", json=obs)).status_code == 201
+    await hub.audit.flush()
+    await client.get("/fhir/Observation", params={"code:text": "Hb"}, headers={"User-Agent": "viewer"})
+    await client.get(f"/fhir/Patient/{ids[0]}/$everything", headers={"User-Agent": "viewer"})
+    await hub.audit.flush()
+
+    def by_viewer(bundle: dict) -> list[str]:
+        return sorted(
+            e["resource"]["subtype"][0]["code"]
+            for e in bundle.get("entry", [])
+            if e["resource"]["agent"][0]["who"]["display"] == "viewer"
+        )
+
+    for pid, expected in ((ids[0], ["operation", "search-type"]), (ids[1], ["search-type"]), (ids[2], [])):
+        r = await client.get("/fhir/AuditEvent", params={"entity": f"Patient/{pid}", "_count": "50"})
+        assert by_viewer(r.json()) == expected, pid
 
 
 async def test_audit_events_are_valid_r4(hub: Hub, client: httpx.AsyncClient) -> None:
