@@ -436,6 +436,7 @@ class Pipeline:
             subtype=(V2_EVENT_TYPES, header.trigger) if header.trigger else None,
             action="C",
             entities=tuple(entities),
+            client_member=header.sending_facility or None,
         )
 
     def _outcome(self, work: _Work, code: str) -> Outcome:

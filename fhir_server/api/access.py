@@ -9,7 +9,9 @@ Roles (`YILIAN_API_TOKENS`, `settings.ApiClientEntry`):
 - `reader` (e.g. a county radiologist's viewer): reads only (GET, `_search`, and the read-only
   operations `$everything`, `$match`, `$validate`); DICOMweb retrieval, not STOW;
 - `auditor`: reads the audit trail (AuditEvent) and nothing else.
-Only `admin` and `auditor` read AuditEvents. Whatever the role, the trail is create-only
+Only `admin` and `auditor` read AuditEvents freely; a `member` searches (GET) those of its own clients
+and systems, its code forced into the query as `agent:identifier` (`own_events_only`), so paging and
+totals stay right. Whatever the role, the trail is create-only
 (`interactions/write.refuse_audit_change`: 405 for everyone).
 
 This is the coarse, per-request part of member access. Which *persons* a member may see (its own
@@ -20,11 +22,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhir_server.api.responses import json_response
 from fhir_server.errors import Issue
+from fhir_server.model.access_record import MEMBER_SYSTEM
 from fhir_server.model.outcomes import operation_outcome
 from fhir_server.search.compartments import compartment_params
 from fhir_server.settings import Role
@@ -69,7 +73,9 @@ def refusal(client: ApiClient, method: str, parts: list[str], *, dicomweb: bool 
     if role == "auditor":
         return None if reading and resource_type == "AuditEvent" else "auditor clients read AuditEvents only"
     if resource_type == "AuditEvent" and reading:
-        return "the audit trail is read by auditor and admin clients"
+        if role == "member" and method == "GET" and parts == ["AuditEvent"]:
+            return None  # a search of its own clients' events (`own_events_only`)
+        return "the audit trail is read by auditor and admin clients (a member searches its own events)"
     operation = next((p for p in parts if p.startswith("$")), None)
     if operation in ADMIN_OPERATIONS:
         return f"{operation} is a consortium operator's (admin client's) decision"
@@ -104,6 +110,14 @@ def bundle_refusal(client: ApiClient, bundle: Any, base_url: str) -> str | None:
     return None
 
 
+def own_events_only(client: ApiClient, method: str, parts: list[str]) -> str | None:
+    """The criterion a member's AuditEvent search gets, added to its query: the events of its own
+    clients and systems (`agent.who.identifier` is the member's code). None for any other request."""
+    if client.role == "member" and client.member and method == "GET" and parts == ["AuditEvent"]:
+        return urlencode({"agent:identifier": f"{MEMBER_SYSTEM}|{client.member}"})
+    return None
+
+
 class AccessPolicyMiddleware:
     """403 (with an OperationOutcome saying why) for a request the client's role does not allow.
 
@@ -122,7 +136,12 @@ class AccessPolicyMiddleware:
             dicomweb = path.startswith(self.dicomweb_base)
             below = path[len(self.dicomweb_base if dicomweb else self.fhir_base) :]
             parts = [p for p in below.split("/") if p]
-            why = refusal(client, scope.get("method", "GET"), parts, dicomweb=dicomweb)
+            method = scope.get("method", "GET")
+            why = refusal(client, method, parts, dicomweb=dicomweb)
+            extra = None if dicomweb else own_events_only(client, method, parts)
+            if extra is not None:
+                query = scope.get("query_string", b"").decode("latin-1")
+                scope = {**scope, "query_string": f"{query}&{extra}".lstrip("&").encode("latin-1")}
             if why is not None:
                 message = f"{client.name} ({client.role}): {why}"
                 response = json_response(operation_outcome([Issue("error", "forbidden", message)]), 403)

@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fhir_server.api.access import API_CLIENT_SCOPE_KEY, ApiClient
 from fhir_server.api.auth import CLIENT_SCOPE_KEY
 from fhir_server.api.disclosed import disclosed
 from fhir_server.model.access_record import EXPORT, IMPORT, QUERY, AccessRecord
@@ -123,6 +124,7 @@ class AccessLogMiddleware:
                 resource_id=resource_id,
                 query=query,
                 operation=next((p for p in parts if p.startswith("$")), None),
+                client_member=_member_of(scope),
                 entities=tuple(
                     {"reference": ref}
                     for ref in disclosed(scope)
@@ -159,6 +161,12 @@ class AccessLogMiddleware:
             query=scope.get("query_string", b"").decode("latin-1") or None,
             event_type=kind,
             subtype=(DICOMWEB_SERVICES, service),
+            client_member=_member_of(scope),
             action=action,
             entities=entities,
         )
+
+
+def _member_of(scope: Scope) -> str | None:
+    client = scope.get(API_CLIENT_SCOPE_KEY)
+    return client.member if isinstance(client, ApiClient) else None

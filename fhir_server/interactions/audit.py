@@ -17,7 +17,7 @@ from collections import deque
 from typing import Any
 
 from fhir_server.interactions.service import FhirService
-from fhir_server.model.access_record import AccessRecord
+from fhir_server.model.access_record import MEMBER_SYSTEM, AccessRecord
 from fhir_server.model.ids import new_resource_id
 from fhir_server.storage.protocol import NewVersion
 from fhir_server.waits import stop_task, wake_or_timeout
@@ -56,6 +56,8 @@ def audit_event(record: AccessRecord) -> dict[str, Any]:
         "requestor": True,
         "who": {"display": record.client_name or "unidentified client"},
     }
+    if record.client_member:
+        agent["who"]["identifier"] = {"system": MEMBER_SYSTEM, "value": record.client_member}
     if record.client_address:
         agent["network"] = {"address": record.client_address, "type": "2"}
     if record.event_type is None:

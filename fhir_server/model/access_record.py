@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
+MEMBER_SYSTEM = "urn:yilian:member"
+"""Identifier.system of consortium members (their Organization codes; `adapters.identity` says the same)."""
 IMPORT = (DCM, "110107", "Import")
 """A member system's data received (an HL7 message applied, DICOM instances stored)."""
 EXPORT = (DCM, "110106", "Export")
@@ -38,3 +40,6 @@ class AccessRecord:
     action: str | None = None  # C R U D E, when the edge's verb is not a restful interaction
     entities: tuple[dict[str, Any], ...] = field(default=())
     """More `AuditEvent.entity.what` References (a message's identifier, its Provenance, patients)."""
+    client_member: str | None = None
+    """The member the client belongs to (its code under `MEMBER_SYSTEM`): `agent.who.identifier`, so a
+    member can search the trail of its own clients' accesses."""

@@ -87,7 +87,7 @@ async def test_readers_read_and_auditors_read_the_trail_only(http: httpx.AsyncCl
     forbidden(await http.post("/fhir/Patient", json=PATIENT, headers=as_("t-viewer")), "do not write")
     forbidden(await http.delete(f"/fhir/Patient/{pid}", headers=as_("t-viewer")), "do not write")
 
-    forbidden(await http.get("/fhir/AuditEvent", headers=as_("t-county")), "auditor and admin")
+    forbidden(await http.post("/fhir/AuditEvent/_search", headers=as_("t-county")), "auditor and admin")
     forbidden(await http.get(f"/fhir/Patient/{pid}", headers=as_("t-audit")), "AuditEvents only")
     await hub.audit.flush()
     trail = await http.get("/fhir/AuditEvent", params={"_count": "100"}, headers=as_("t-audit"))
@@ -132,3 +132,28 @@ async def test_cli_commands_send_their_token(hub: Hub) -> None:
     with pytest.raises(FhirError) as refused:
         await collect(sink(None), "org-town-a")
     assert refused.value.status == 401
+
+
+async def test_a_member_searches_only_its_own_clients_events(http: httpx.AsyncClient, hub: Hub) -> None:
+    await http.get("/fhir/Patient", headers=as_("t-county"))
+    await http.get("/fhir/Patient", headers=as_("t-viewer"))  # the county's viewer: same member
+    await http.get("/fhir/Patient", headers=as_("t-village"))
+    await hub.audit.flush()
+    r = await http.get("/fhir/AuditEvent", params={"_count": "2"}, headers=as_("t-county"))
+    assert r.status_code == 200, r.text
+    seen, page = [], r.json()
+    while True:
+        seen += [e["resource"]["agent"][0]["who"] for e in page.get("entry", [])]
+        nxt = next((lk["url"] for lk in page.get("link", []) if lk["relation"] == "next"), None)
+        if nxt is None:
+            break
+        page = (await http.get(nxt.replace("http://t", ""), headers=as_("t-county"))).json()
+    assert {w["display"] for w in seen} == {"county-his", "county-viewer"}
+    assert {w["identifier"]["value"] for w in seen} == {"XYRMYY"}
+    # Asking for another member's events by hand finds nothing: the member's own criterion still holds.
+    other = await http.get(
+        "/fhir/AuditEvent", params={"agent:identifier": "urn:yilian:member|HSZWSY"}, headers=as_("t-county")
+    )
+    assert other.json().get("entry", []) == []
+    one = (await http.get("/fhir/AuditEvent", headers=as_("t-admin"))).json()["entry"][0]["resource"]
+    forbidden(await http.get(f"/fhir/AuditEvent/{one['id']}", headers=as_("t-county")), "searches its own")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fhir_server.api.access import ApiClient, bundle_refusal, refusal
+from fhir_server.api.access import ApiClient, bundle_refusal, own_events_only, refusal
 
 MEMBER = ApiClient("county-his", "member", "XYRMYY")
 READER = ApiClient("viewer", "reader", "XYRMYY")
@@ -17,7 +17,13 @@ def test_the_role_matrix() -> None:
     assert "shared consortium data" in (refusal(MEMBER, "PUT", ["Endpoint", "1"]) or "")
     assert "admin" in (refusal(MEMBER, "POST", ["Patient", "$mpi-split"]) or "")
     assert refusal(MEMBER, "POST", ["Patient", "$merge"]) is None
-    assert "auditor and admin" in (refusal(MEMBER, "GET", ["AuditEvent"]) or "")
+    assert refusal(MEMBER, "GET", ["AuditEvent"]) is None  # its own events: see own_events_only
+    assert (
+        own_events_only(MEMBER, "GET", ["AuditEvent"]) == "agent%3Aidentifier=urn%3Ayilian%3Amember%7CXYRMYY"
+    )
+    assert own_events_only(ADMIN, "GET", ["AuditEvent"]) is None
+    assert "auditor and admin" in (refusal(MEMBER, "GET", ["AuditEvent", "1"]) or "")
+    assert "auditor and admin" in (refusal(READER, "GET", ["AuditEvent"]) or "")
     assert refusal(READER, "POST", ["Patient", "1", "$everything"]) is None
     assert refusal(READER, "POST", ["Observation", "_search"]) is None
     assert "do not write" in (refusal(READER, "POST", ["Observation"]) or "")
