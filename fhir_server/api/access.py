@@ -73,9 +73,10 @@ def refusal(client: ApiClient, method: str, parts: list[str], *, dicomweb: bool 
     if role == "auditor":
         return None if reading and resource_type == "AuditEvent" else "auditor clients read AuditEvents only"
     if resource_type == "AuditEvent" and reading:
-        if role == "member" and method == "GET" and parts == ["AuditEvent"]:
-            return None  # a search of its own clients' events (`own_events_only`)
-        return "the audit trail is read by auditor and admin clients (a member searches its own events)"
+        by_id = len(parts) == 2 and not parts[1].startswith(("_", "$"))  # not _history, _search, $op
+        if role == "member" and method == "GET" and (parts == ["AuditEvent"] or by_id):
+            return None  # its own clients' events: searched (`own_events_only`) or read (`hidden_event`)
+        return "the audit trail is read by auditor and admin clients (a member reads its own events)"
     operation = next((p for p in parts if p.startswith("$")), None)
     if operation in ADMIN_OPERATIONS:
         return f"{operation} is a consortium operator's (admin client's) decision"
@@ -116,6 +117,20 @@ def own_events_only(client: ApiClient, method: str, parts: list[str]) -> str | N
     if client.role == "member" and client.member and method == "GET" and parts == ["AuditEvent"]:
         return urlencode({"agent:identifier": f"{MEMBER_SYSTEM}|{client.member}"})
     return None
+
+
+def hidden_event(client: ApiClient | None, event: Any) -> bool:
+    """Whether AuditEvent `event`, read by id, is not `client`'s to see: a member sees the events of its
+    own clients and systems only (another's answers as absent, 404, as the search leaves it out)."""
+    if client is None or client.role != "member":
+        return False
+    agents = event.get("agent") if isinstance(event, dict) else None
+    return not any(
+        isinstance(agent, dict)
+        and ((agent.get("who") or {}).get("identifier") or {})
+        == {"system": MEMBER_SYSTEM, "value": client.member}
+        for agent in agents or []
+    )
 
 
 class AccessPolicyMiddleware:

@@ -7,13 +7,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api.access import API_CLIENT_SCOPE_KEY, hidden_event
 from fhir_server.api.body import read_patch_body, read_resource_body
 from fhir_server.api.context import base_url, state_of
 from fhir_server.api.disclosed import note
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response, version_headers, write_response
 from fhir_server.api.routing import RouteTable
-from fhir_server.errors import BadRequest
+from fhir_server.errors import BadRequest, NotFound
 from fhir_server.interactions import crud
 from fhir_server.interactions.history import history
 from fhir_server.search.summary import apply_summary
@@ -60,6 +61,10 @@ def build_instance_router() -> RouteTable:
     async def read(request: Request, resource_type: str, resource_id: str) -> Response:
         neg = negotiate(request)
         stored = await crud.read(state_of(request).service, resource_type, resource_id)
+        if resource_type == "AuditEvent" and hidden_event(
+            request.scope.get(API_CLIENT_SCOPE_KEY), stored.body
+        ):
+            raise NotFound(f"AuditEvent/{resource_id} not found")
         headers = version_headers(stored, base_url(request), location=False)
         if_none_match = request.headers.get("if-none-match")
         if if_none_match and if_none_match.strip() == headers["ETag"]:

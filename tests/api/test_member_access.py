@@ -155,5 +155,15 @@ async def test_a_member_searches_only_its_own_clients_events(http: httpx.AsyncCl
         "/fhir/AuditEvent", params={"agent:identifier": "urn:yilian:member|HSZWSY"}, headers=as_("t-county")
     )
     assert other.json().get("entry", []) == []
-    one = (await http.get("/fhir/AuditEvent", headers=as_("t-admin"))).json()["entry"][0]["resource"]
-    forbidden(await http.get(f"/fhir/AuditEvent/{one['id']}", headers=as_("t-county")), "searches its own")
+    # Read by id: its own events, yes; another member's answer as absent, as the search leaves them out.
+    everyone = (await http.get("/fhir/AuditEvent", params={"_count": "50"}, headers=as_("t-admin"))).json()
+    by_client = {e["resource"]["agent"][0]["who"]["display"]: e["resource"]["id"] for e in everyone["entry"]}
+    assert (
+        await http.get(f"/fhir/AuditEvent/{by_client['county-viewer']}", headers=as_("t-county"))
+    ).status_code == 200
+    assert (
+        await http.get(f"/fhir/AuditEvent/{by_client['village-his']}", headers=as_("t-county"))
+    ).status_code == 404
+    forbidden(
+        await http.get(f"/fhir/AuditEvent/{by_client['county-his']}", headers=as_("t-viewer")), "auditor"
+    )

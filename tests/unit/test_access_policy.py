@@ -22,7 +22,10 @@ def test_the_role_matrix() -> None:
         own_events_only(MEMBER, "GET", ["AuditEvent"]) == "agent%3Aidentifier=urn%3Ayilian%3Amember%7CXYRMYY"
     )
     assert own_events_only(ADMIN, "GET", ["AuditEvent"]) is None
-    assert "auditor and admin" in (refusal(MEMBER, "GET", ["AuditEvent", "1"]) or "")
+    assert refusal(MEMBER, "GET", ["AuditEvent", "1"]) is None  # read, then hidden unless its own
+    assert "auditor and admin" in (refusal(MEMBER, "GET", ["AuditEvent", "1", "_history"]) or "")
+    assert "auditor and admin" in (refusal(MEMBER, "GET", ["AuditEvent", "_history"]) or "")
+    assert "auditor and admin" in (refusal(MEMBER, "GET", ["AuditEvent", "1", "_history", "1"]) or "")
     assert "auditor and admin" in (refusal(READER, "GET", ["AuditEvent"]) or "")
     assert refusal(READER, "POST", ["Patient", "1", "$everything"]) is None
     assert refusal(READER, "POST", ["Observation", "_search"]) is None
