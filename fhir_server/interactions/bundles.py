@@ -22,7 +22,7 @@ from fhir_server.errors import BadRequest, FhirError, Issue, NotFound, PayloadTo
 from fhir_server.interactions import crud
 from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.merge import merge_patients, output_parameters, parse_request
-from fhir_server.interactions.person import ResidentIdIndex
+from fhir_server.interactions.resident_ids import ResidentIdIndex
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import (
     WriteResult,

@@ -37,13 +37,12 @@ from typing import Any
 from fhir_server.errors import Forbidden, Issue, NotFound, Unprocessable
 from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.matching import resident_ids
+from fhir_server.interactions.resident_ids import Holder, ResidentIdIndex, certain_matches
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.survivorship import master_body
 from fhir_server.model.ids import new_resource_id
 from fhir_server.model.person import is_master, listed, not_same_person, patient_id, referred
-from fhir_server.search.parse import parse_search
 from fhir_server.storage.protocol import StoredVersion, WriteTransaction
-from terminology import cn_resident_id
 
 JsonObject = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -52,8 +51,6 @@ MERGE_LINK_TYPES = ("replaces", "replaced-by")
 PROVENANCE_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 HUB_AGENT = "YiLian hub (consortium master patient index)"
-MAX_CERTAIN = 50
-"""At most this many records share one resident ID (one person at every member, merged-away ones too)."""
 
 
 WriteFn = Callable[..., Awaitable[Any]]
@@ -94,79 +91,6 @@ async def _master_of(tx: WriteTransaction, body: JsonObject | None) -> str | Non
     return None
 
 
-def _resident_ids(resource: JsonObject) -> list[str]:
-    return sorted(resident_ids(resource))
-
-
-Holder = tuple[str, JsonObject]
-"""A current Patient carrying a resident ID: its id and body."""
-
-
-async def _search_holders(service: FhirService, tx: WriteTransaction, numbers: set[str]) -> list[Holder]:
-    criteria = ",".join(f"{cn_resident_id.SYSTEM}|{n}" for n in sorted(numbers))
-    query = parse_search("Patient", [("identifier", criteria)], service.registry, strict=True)
-    found = []
-    for _, rid in sorted(await tx.search_ids(query, MAX_CERTAIN * len(numbers))):
-        hit = await tx.current("Patient", rid)
-        if hit is not None and hit.body is not None:
-            found.append((rid, hit.body))
-    return found
-
-
-class ResidentIdIndex:
-    """Which Patients carry which resident IDs, for one write section: one search before the section's
-    first write instead of one per Patient it writes.
-
-    Why: a search inside a section waits until everything the section has buffered is written (SQLite:
-    the writer thread idle), so one search per registration in an HL7 round made the round wait for
-    its own inserts dozens of times. `prefetch` asks once for every number the section's Patients carry;
-    `wrote` keeps the answers true through every Patient write and delete of the section. A number that
-    was not prefetched is searched as before."""
-
-    def __init__(self) -> None:
-        self._prefetched: set[str] = set()
-        self._holders: dict[str, dict[str, JsonObject]] = {}
-        self._numbers_of: dict[str, list[str]] = {}
-
-    async def prefetch(self, service: FhirService, tx: WriteTransaction, resources: list[JsonObject]) -> None:
-        numbers = {n for r in resources if r.get("resourceType") == "Patient" for n in _resident_ids(r)}
-        if not numbers:
-            return
-        for rid, body in await _search_holders(service, tx, numbers):
-            self.wrote(rid, body)
-        self._prefetched |= numbers
-
-    def wrote(self, rid: str, body: JsonObject | None) -> None:
-        """Patient `rid` is now `body` (None: deleted)."""
-        for number in self._numbers_of.pop(rid, ()):
-            self._holders[number].pop(rid, None)
-        numbers = _resident_ids(body) if body is not None else []
-        if body is not None and numbers:
-            self._numbers_of[rid] = numbers
-            for number in numbers:
-                self._holders.setdefault(number, {})[rid] = body
-
-    def holders(self, numbers: list[str]) -> list[Holder] | None:
-        """The current Patients carrying any of `numbers`, or None when one was not prefetched."""
-        if not self._prefetched.issuperset(numbers):
-            return None
-        found = {rid: body for n in numbers for rid, body in self._holders.get(n, {}).items()}
-        return sorted(found.items())
-
-
-async def _certain_matches(
-    service: FhirService,
-    tx: WriteTransaction,
-    source_id: str,
-    numbers: list[str],
-    index: ResidentIdIndex | None,
-) -> list[Holder]:
-    """Current Patients other than `source_id` carrying one of the resident ID `numbers`."""
-    known = index.holders(numbers) if index is not None else None
-    found = known if known is not None else await _search_holders(service, tx, set(numbers))
-    return [(rid, body) for rid, body in found if rid != source_id]
-
-
 async def place_source(
     service: FhirService,
     tx: WriteTransaction,
@@ -179,10 +103,10 @@ async def place_source(
     previous = await _master_of(tx, stored)
     target = previous
     joining: list[Holder] = []
-    numbers = _resident_ids(resource)
+    numbers = sorted(resident_ids(resource))
     if numbers:
         source_id = str(resource["id"])
-        matches = await _certain_matches(service, tx, source_id, numbers, index)
+        matches = await certain_matches(service, tx, source_id, numbers, index)
         # A master an operator split this record from is not its person, whatever the numbers say.
         refused = {rid for rid, body in matches if is_master(body) and source_id in not_same_person(body)}
         masters = [rid for rid, body in matches if is_master(body) and rid not in refused]

@@ -21,6 +21,7 @@ from fhir_server.errors import (
 )
 from fhir_server.interactions import person
 from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.resident_ids import ResidentIdIndex
 from fhir_server.interactions.service import FhirService
 from fhir_server.model.ids import new_resource_id
 from fhir_server.model.person import NOT_MASTER, replaced_by
@@ -225,7 +226,7 @@ async def write_resource(
     changes: list[ResourceChanged],
     minted: bool = False,
     hub_owned: bool = False,
-    index: person.ResidentIdIndex | None = None,
+    index: ResidentIdIndex | None = None,
     sparse: SparseUpdate | None = None,
     reason: str | None = None,
 ) -> WriteResult:
@@ -306,7 +307,7 @@ async def delete_resource(
     *,
     changes: list[ResourceChanged],
     hub_owned: bool = False,
-    index: person.ResidentIdIndex | None = None,
+    index: ResidentIdIndex | None = None,
 ) -> StoredVersion | None:
     """Write a tombstone version; deleting what is absent or already deleted is a no-op (idempotent).
 
@@ -340,7 +341,7 @@ async def create_resource(
     changes: list[ResourceChanged],
     assigned_id: str | None = None,
     minted: bool = False,
-    index: person.ResidentIdIndex | None = None,
+    index: ResidentIdIndex | None = None,
 ) -> WriteResult:
     """POST semantics: a client `id` is ignored; `If-None-Exist` returns the one match instead.
 
