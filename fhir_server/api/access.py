@@ -14,8 +14,9 @@ and systems, its code forced into the query as `agent:identifier` (`own_events_o
 totals stay right. Whatever the role, the trail is create-only
 (`interactions/write.refuse_audit_change`: 405 for everyone).
 
-This is the coarse, per-request part of member access. Which *persons* a member may see (its own
-registrations, care relationships, Consent) is decided inside the query, in the interactions layer.
+This is the coarse, per-request part of member access. Which *persons* a member or reader client sees
+(its member's registrations, care relationships, Consent) is decided inside the query, in the
+interactions layer (`member_view.py`), given the `member_view` of the client.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhir_server.api.responses import json_response
 from fhir_server.errors import Issue
+from fhir_server.interactions.member_view import MemberView
 from fhir_server.model.access_record import MEMBER_SYSTEM
 from fhir_server.model.outcomes import operation_outcome
 from fhir_server.search.compartments import compartment_params
@@ -116,6 +118,35 @@ def own_events_only(client: ApiClient, method: str, parts: list[str]) -> str | N
     clients and systems (`agent.who.identifier` is the member's code). None for any other request."""
     if client.role == "member" and client.member and method == "GET" and parts == ["AuditEvent"]:
         return urlencode({"agent:identifier": f"{MEMBER_SYSTEM}|{client.member}"})
+    return None
+
+
+def stamp_registration(client: Any, body: Any) -> None:
+    """A member client's Patient that names no `managingOrganization` is registered by its member: the
+    hub fills in a logical reference to the member (`identifier urn:yilian:member|<code>`), so the record
+    the member wrote is one it sees (`care_team.py`: the registering member). A bundle is stamped per
+    entry."""
+    if not (isinstance(client, ApiClient) and client.role == "member" and client.member):
+        return
+    resources = [body]
+    if isinstance(body, dict) and body.get("resourceType") == "Bundle":
+        resources = [e.get("resource") for e in body.get("entry") or () if isinstance(e, dict)]
+    for resource in resources:
+        if (
+            isinstance(resource, dict)
+            and resource.get("resourceType") == "Patient"
+            and "managingOrganization" not in resource
+        ):
+            resource["managingOrganization"] = {
+                "identifier": {"system": MEMBER_SYSTEM, "value": client.member}
+            }
+
+
+def member_view(client: Any) -> MemberView | None:
+    """The view of patient data `client` has: a member's or reader's, its member's persons only
+    (`interactions/member_view.py`); None (everything) for admin and auditor clients and without tokens."""
+    if isinstance(client, ApiClient) and client.role in ("member", "reader") and client.member:
+        return MemberView(client.member)
     return None
 
 

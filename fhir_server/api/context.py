@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from fhir_server.api.access import API_CLIENT_SCOPE_KEY, member_view
 from fhir_server.interactions.capabilities import OperationInfo
+from fhir_server.interactions.member_view import MemberView
 from fhir_server.interactions.service import FhirService
 from fhir_server.settings import Settings
 
@@ -28,3 +30,8 @@ def base_url(request: Request) -> str:
     if state.settings.public_base_url:
         return state.settings.public_base_url.rstrip("/")
     return f"{str(request.base_url).rstrip('/')}{state.settings.base_path}"
+
+
+def view_of(request: Request) -> MemberView | None:
+    """The member view of the request's client (None: it sees all)."""
+    return member_view(request.scope.get(API_CLIENT_SCOPE_KEY))

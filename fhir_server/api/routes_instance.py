@@ -7,9 +7,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api.access import API_CLIENT_SCOPE_KEY, hidden_event
+from fhir_server.api.access import API_CLIENT_SCOPE_KEY, hidden_event, stamp_registration
 from fhir_server.api.body import read_patch_body, read_resource_body
-from fhir_server.api.context import base_url, state_of
+from fhir_server.api.context import base_url, state_of, view_of
 from fhir_server.api.disclosed import note
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response, version_headers, write_response
@@ -38,7 +38,9 @@ def build_instance_router() -> RouteTable:
     @router.get("/{resource_type}/{resource_id}/_history/{version}")
     async def vread(request: Request, resource_type: str, resource_id: str, version: str) -> Response:
         neg = negotiate(request)
-        stored = await crud.vread(state_of(request).service, resource_type, resource_id, version)
+        stored = await crud.vread(
+            state_of(request).service, resource_type, resource_id, version, view=view_of(request)
+        )
         headers = version_headers(stored, base_url(request), location=False)
         note(request, [stored.body])
         return json_response(_shaped(request, stored.body), pretty=neg.pretty, headers=headers)
@@ -47,7 +49,7 @@ def build_instance_router() -> RouteTable:
     async def instance_history(request: Request, resource_type: str, resource_id: str) -> Response:
         neg = negotiate(request)
         state = state_of(request)
-        await crud.read_any(state.service, resource_type, resource_id)
+        await crud.read_any(state.service, resource_type, resource_id, view=view_of(request))
         bundle = await history(
             state.service,
             resource_type,
@@ -60,7 +62,7 @@ def build_instance_router() -> RouteTable:
     @router.get("/{resource_type}/{resource_id}")
     async def read(request: Request, resource_type: str, resource_id: str) -> Response:
         neg = negotiate(request)
-        stored = await crud.read(state_of(request).service, resource_type, resource_id)
+        stored = await crud.read(state_of(request).service, resource_type, resource_id, view=view_of(request))
         if resource_type == "AuditEvent" and hidden_event(
             request.scope.get(API_CLIENT_SCOPE_KEY), stored.body
         ):
@@ -77,6 +79,7 @@ def build_instance_router() -> RouteTable:
         neg = negotiate(request)
         state = state_of(request)
         body = await read_resource_body(request)
+        stamp_registration(request.scope.get(API_CLIENT_SCOPE_KEY), body)
         result = await crud.update(
             state.service, resource_type, resource_id, body, if_match=request.headers.get("if-match")
         )

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from fhir_server.api.auth import CLIENT_SCOPE_KEY
 from fhir_server.api.body import read_resource_body
-from fhir_server.api.context import base_url, state_of
+from fhir_server.api.context import base_url, state_of, view_of
 from fhir_server.api.disclosed import note_bundle
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response
@@ -52,6 +52,7 @@ def build_operation_router() -> RouteTable:
             patient_id,
             list(request.query_params.multi_items()),
             base_url=base_url(request),
+            view=view_of(request),
         )
         note_bundle(request, bundle)
         return json_response(bundle, pretty=neg.pretty)
@@ -61,7 +62,9 @@ def build_operation_router() -> RouteTable:
         neg = negotiate(request)
         service = state_of(request).service
         body = await read_resource_body(request)
-        bundle = await patient_match(service, body, service.match_rules, base_url=base_url(request))
+        bundle = await patient_match(
+            service, body, service.match_rules, base_url=base_url(request), view=view_of(request)
+        )
         note_bundle(request, bundle)
         return json_response(bundle, pretty=neg.pretty)
 
@@ -121,6 +124,7 @@ def build_compartment_router() -> RouteTable:
             list(request.query_params.multi_items()),
             base_url=base_url(request),
             strict=neg.strict,
+            view=view_of(request),
         )
         note_bundle(request, bundle)
         return json_response(bundle, pretty=neg.pretty)

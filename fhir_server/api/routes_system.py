@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_server.api.access import API_CLIENT_SCOPE_KEY, bundle_refusal
+from fhir_server.api.access import API_CLIENT_SCOPE_KEY, bundle_refusal, stamp_registration
 from fhir_server.api.body import read_resource_body
-from fhir_server.api.context import base_url, state_of
+from fhir_server.api.context import base_url, state_of, view_of
 from fhir_server.api.disclosed import note_bundle
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response
@@ -15,7 +15,7 @@ from fhir_server.api.routing import RouteTable
 from fhir_server.errors import BadRequest, Forbidden
 from fhir_server.interactions.bundles import batch, transaction
 from fhir_server.interactions.capabilities import capability_statement
-from fhir_server.interactions.history import history
+from fhir_server.interactions.history import history, refuse_member_history
 from fhir_server.interactions.search import search_bundle
 
 
@@ -40,6 +40,7 @@ def build_system_router() -> RouteTable:
         neg = negotiate(request)
         state = state_of(request)
         body = await read_resource_body(request)
+        stamp_registration(request.scope.get(API_CLIENT_SCOPE_KEY), body)
         if body.get("resourceType") != "Bundle":
             raise BadRequest(
                 "POST to the base URL needs a Bundle of type batch or transaction", expression="Bundle"
@@ -57,7 +58,11 @@ def build_system_router() -> RouteTable:
             )
         elif kind == "batch":
             result = await batch(
-                state.service, body, base_url=base_url(request), return_resources=return_resources
+                state.service,
+                body,
+                base_url=base_url(request),
+                return_resources=return_resources,
+                view=view_of(request),
             )
         else:
             raise BadRequest(
@@ -69,6 +74,7 @@ def build_system_router() -> RouteTable:
     async def system_history(request: Request) -> Response:
         neg = negotiate(request)
         state = state_of(request)
+        refuse_member_history(view_of(request), None)
         bundle = await history(
             state.service, None, None, list(request.query_params.multi_items()), base_url=base_url(request)
         )
@@ -86,6 +92,7 @@ def build_system_router() -> RouteTable:
             list(request.query_params.multi_items()),
             base_url=base_url(request),
             strict=neg.strict,
+            view=view_of(request),
         )
         note_bundle(request, bundle)
         return json_response(bundle, pretty=neg.pretty)

@@ -7,15 +7,16 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_server.api.access import API_CLIENT_SCOPE_KEY, stamp_registration
 from fhir_server.api.body import read_limited, read_patch_body, read_resource_body
-from fhir_server.api.context import base_url, state_of
+from fhir_server.api.context import base_url, state_of, view_of
 from fhir_server.api.disclosed import note_bundle
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response, write_response
 from fhir_server.api.routing import RouteTable
 from fhir_server.errors import BadRequest
 from fhir_server.interactions import crud
-from fhir_server.interactions.history import history
+from fhir_server.interactions.history import history, refuse_member_history
 from fhir_server.interactions.search import search_bundle
 from fhir_server.interactions.write import check_body, check_type
 from fhir_server.model.outcomes import operation_outcome
@@ -56,6 +57,7 @@ def build_type_router() -> RouteTable:
     async def type_history(request: Request, resource_type: str) -> Response:
         neg = negotiate(request)
         state = state_of(request)
+        refuse_member_history(view_of(request), resource_type)
         bundle = await history(
             state.service,
             resource_type,
@@ -76,6 +78,7 @@ def build_type_router() -> RouteTable:
             params,
             base_url=base_url(request),
             strict=neg.strict,
+            view=view_of(request),
         )
         note_bundle(request, bundle)
         return json_response(bundle, pretty=neg.pretty)
@@ -102,6 +105,7 @@ def build_type_router() -> RouteTable:
         state = state_of(request)
         check_type(state.service, resource_type)
         body = await read_resource_body(request)
+        stamp_registration(request.scope.get(API_CLIENT_SCOPE_KEY), body)
         result = await crud.create(
             state.service, resource_type, body, if_none_exist=request.headers.get("if-none-exist")
         )
@@ -113,6 +117,7 @@ def build_type_router() -> RouteTable:
         state = state_of(request)
         check_type(state.service, resource_type)
         body = await read_resource_body(request)
+        stamp_registration(request.scope.get(API_CLIENT_SCOPE_KEY), body)
         result = await crud.conditional_update(
             state.service, resource_type, _criteria(request), body, if_match=request.headers.get("if-match")
         )

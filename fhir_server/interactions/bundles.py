@@ -21,8 +21,10 @@ from typing import Any
 from fhir_server.errors import BadRequest, FhirError, Issue, NotFound, PayloadTooLarge, PreconditionFailed
 from fhir_server.interactions import crud
 from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.member_view import MemberView
 from fhir_server.interactions.merge import merge_patients, output_parameters, parse_request
 from fhir_server.interactions.resident_ids import ResidentIdIndex
+from fhir_server.interactions.section import write_section
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import (
     WriteResult,
@@ -397,9 +399,8 @@ async def transaction(
     """`durable=False`: see `ResourceStore.write` (only for a caller with its own durable journal)."""
     entries = _entries(service, bundle, base_url)
     ordered = sorted(entries, key=_rank)
-    changes: list[ResourceChanged] = []
     responses: dict[int, JsonObject] = {}
-    async with service.store.write(durable=durable) as tx:
+    async with write_section(service, durable=durable) as (tx, changes):
         resolver = _Resolver(service, tx)
         await _assign_targets(service, tx, ordered, resolver)
         await _rewrite_all(ordered, resolver, base_url)
@@ -413,7 +414,6 @@ async def transaction(
         for entry in ordered:
             if entry.same_as is not None:
                 responses[entry.index] = await _same_as_response(tx, entry)
-    await service.events.publish(changes)
     return {
         "resourceType": "Bundle",
         "type": "transaction-response",
@@ -422,24 +422,28 @@ async def transaction(
 
 
 async def batch(
-    service: FhirService, bundle: JsonObject, *, base_url: str, return_resources: bool = False
+    service: FhirService,
+    bundle: JsonObject,
+    *,
+    base_url: str,
+    return_resources: bool = False,
+    view: MemberView | None = None,
 ) -> JsonObject:
+    """`view`: a member's; a GET entry for what it does not see answers 404, as a read would."""
     entries = _entries(service, bundle, base_url)
     out: list[JsonObject] = []
     for entry in entries:
-        changes: list[ResourceChanged] = []
         try:
             if entry.method == "GET" and entry.resource_id is not None:
-                stored = await crud.read(service, entry.resource_type, entry.resource_id)
+                stored = await crud.read(service, entry.resource_type, entry.resource_id, view=view)
                 entry.response["_resource"] = stored
                 response: JsonObject = {"status": "200 OK", "etag": f'W/"{stored.version}"'}
             else:
-                async with service.store.write() as tx:
+                async with write_section(service) as (tx, changes):
                     resolver = _Resolver(service, tx)
                     await _assign_targets(service, tx, [entry], resolver)
                     await _rewrite_all([entry], resolver, base_url)
                     response = await _execute(service, tx, entry, changes)
-            await service.events.publish(changes)
         except FhirError as exc:
             response = {
                 "status": f"{exc.status} {_reason(exc.status)}",

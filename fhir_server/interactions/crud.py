@@ -7,7 +7,8 @@ from typing import Any
 import jsonpatch
 
 from fhir_server.errors import BadRequest, Gone, NotFound, PreconditionFailed, Unprocessable
-from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.member_view import MemberView
+from fhir_server.interactions.section import write_section
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import (
     WriteResult,
@@ -24,31 +25,49 @@ from fhir_server.storage.protocol import StoredVersion
 JsonObject = dict[str, Any]
 
 
-async def read(service: FhirService, resource_type: str, resource_id: str) -> StoredVersion:
+async def _hidden(service: FhirService, view: MemberView | None, found: StoredVersion) -> bool:
+    """Whether a member's `view` does not show `found` (it then answers as absent: 404, not 410)."""
+    return view is not None and not await view.sees(service.store, service.registry, found)
+
+
+async def read(
+    service: FhirService, resource_type: str, resource_id: str, *, view: MemberView | None = None
+) -> StoredVersion:
+    """`view`: a member client's (`member_view.py`); what it does not see is not known."""
     check_type(service, resource_type)
     found = await service.store.current(resource_type, resource_id)
-    if found is None:
+    if found is None or await _hidden(service, view, found):
         raise NotFound(f"{resource_type}/{resource_id} is not known")
     if found.deleted:
         raise Gone(f"{resource_type}/{resource_id} was deleted (version {found.version})")
     return found
 
 
-async def read_any(service: FhirService, resource_type: str, resource_id: str) -> StoredVersion:
-    """The current version even if it is a deletion (history of a deleted resource stays readable)."""
+async def read_any(
+    service: FhirService, resource_type: str, resource_id: str, *, view: MemberView | None = None
+) -> StoredVersion:
+    """The current version even if it is a deletion (history of a deleted resource stays readable, but
+    not to a member: what a deletion belonged to is no longer known)."""
     check_type(service, resource_type)
     found = await service.store.current(resource_type, resource_id)
-    if found is None:
+    if found is None or await _hidden(service, view, found):
         raise NotFound(f"{resource_type}/{resource_id} is not known")
     return found
 
 
-async def vread(service: FhirService, resource_type: str, resource_id: str, version: str) -> StoredVersion:
+async def vread(
+    service: FhirService,
+    resource_type: str,
+    resource_id: str,
+    version: str,
+    *,
+    view: MemberView | None = None,
+) -> StoredVersion:
     check_type(service, resource_type)
     if not version.isdigit():
         raise NotFound(f"{resource_type}/{resource_id} has no version '{version}'")
     found = await service.store.version(resource_type, resource_id, int(version))
-    if found is None:
+    if found is None or await _hidden(service, view, found):
         raise NotFound(f"{resource_type}/{resource_id} has no version {version}")
     if found.deleted:
         raise Gone(f"{resource_type}/{resource_id} version {version} is a deletion")
@@ -60,12 +79,10 @@ async def create(
 ) -> WriteResult:
     check_type(service, resource_type)
     check_body(resource_type, body)
-    changes: list[ResourceChanged] = []
-    async with service.store.write() as tx:
+    async with write_section(service) as (tx, changes):
         result = await create_resource(
             service, tx, resource_type, body, if_none_exist=if_none_exist, changes=changes
         )
-    await service.events.publish(changes)
     return result
 
 
@@ -84,12 +101,10 @@ async def update(
             f"The body's id '{body.get('id')}' does not match the URL's id '{resource_id}'",
             expression=f"{resource_type}.id",
         )
-    changes: list[ResourceChanged] = []
-    async with service.store.write() as tx:
+    async with write_section(service) as (tx, changes):
         result = await write_resource(
             service, tx, resource_type, resource_id, body, method="PUT", if_match=if_match, changes=changes
         )
-    await service.events.publish(changes)
     return result
 
 
@@ -98,8 +113,7 @@ async def conditional_update(
 ) -> WriteResult:
     check_type(service, resource_type)
     check_body(resource_type, body)
-    changes: list[ResourceChanged] = []
-    async with service.store.write() as tx:
+    async with write_section(service) as (tx, changes):
         target, minted = await conditional_target(service, tx, resource_type, criteria, body.get("id"))
         result = await write_resource(
             service,
@@ -112,7 +126,6 @@ async def conditional_update(
             changes=changes,
             minted=minted,
         )
-    await service.events.publish(changes)
     return result
 
 
@@ -143,8 +156,7 @@ async def patch(
     if_match: str | None = None,
 ) -> WriteResult:
     check_type(service, resource_type)
-    changes: list[ResourceChanged] = []
-    async with service.store.write() as tx:
+    async with write_section(service) as (tx, changes):
         if criteria is not None:
             matches = await resolve_criteria(service, tx, resource_type, criteria)
             if len(matches) != 1:
@@ -168,23 +180,19 @@ async def patch(
             if_match=if_match,
             changes=changes,
         )
-    await service.events.publish(changes)
     return result
 
 
 async def delete(service: FhirService, resource_type: str, resource_id: str) -> StoredVersion | None:
     check_type(service, resource_type)
-    changes: list[ResourceChanged] = []
-    async with service.store.write() as tx:
+    async with write_section(service) as (tx, changes):
         stored = await delete_resource(service, tx, resource_type, resource_id, changes=changes)
-    await service.events.publish(changes)
     return stored
 
 
 async def conditional_delete(service: FhirService, resource_type: str, criteria: str) -> StoredVersion | None:
     check_type(service, resource_type)
-    changes: list[ResourceChanged] = []
-    async with service.store.write() as tx:
+    async with write_section(service) as (tx, changes):
         matches = await resolve_criteria(service, tx, resource_type, criteria, follow_merges=False)
         if len(matches) > 1:
             raise PreconditionFailed(
@@ -193,5 +201,4 @@ async def conditional_delete(service: FhirService, resource_type: str, criteria:
         stored = None
         if matches:
             stored = await delete_resource(service, tx, resource_type, matches[0][1], changes=changes)
-    await service.events.publish(changes)
     return stored

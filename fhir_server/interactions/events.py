@@ -21,6 +21,9 @@ class ResourceChanged:
     """Why the hub wrote this version when no client asked for it: `merge` (a merge re-pointed its
     references to the surviving Patient; nothing else changed). Consumers that act on content, like
     outbound ORU delivery, skip such versions."""
+    previous: dict[str, Any] | None = None
+    """The version this one replaced (None for a create): what a relationship was before the change
+    (`care_team.settle` sees a referral whose performer changed, or a deleted one)."""
 
 
 Handler = Callable[[ResourceChanged], Awaitable[None]]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from fhir_server.errors import BadRequest
+from fhir_server.errors import BadRequest, Forbidden
+from fhir_server.interactions.member_view import MemberView
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import check_type
 from fhir_server.search.dates import parse_instant_param
@@ -28,6 +29,18 @@ def _entry(version: StoredVersion, base_url: str) -> JsonObject:
         "lastModified": version.last_updated,
     }
     return entry
+
+
+def refuse_member_history(view: MemberView | None, resource_type: str | None) -> None:
+    """Type and system history list every version in write order, with no query to put a member's filter
+    in: a member client reads the history of each resource it sees, and finds what changed by search."""
+    if view is not None and view.covers(resource_type):
+        where = f"{resource_type}/_history" if resource_type else "_history"
+        raise Forbidden(
+            f"{where} lists every person's records: a member client reads [type]/[id]/_history of what it "
+            "sees, and finds what changed with a search (e.g. ?_lastUpdated=ge2026-01-01)",
+            expression=resource_type or "_history",
+        )
 
 
 async def history(

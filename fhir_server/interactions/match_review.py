@@ -32,6 +32,7 @@ from typing import Any
 from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.matching import Match
 from fhir_server.interactions.operations.match import person_of, rank_persons
+from fhir_server.interactions.section import write_section
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import conditional_target, write_resource
 from fhir_server.model.person import is_master, listed, not_same_person, patient_id, replaced_by
@@ -144,8 +145,7 @@ class MatchReview:
         found = await self._tasks([record_id])
         if next_task(record_id, candidates, found[0].body if found else None) is None:
             return  # most reviews: nothing to propose, or the same as before; no write section opened
-        changes: list[ResourceChanged] = []
-        async with service.store.write() as tx:
+        async with write_section(service) as (tx, changes):
             task_id, minted = await conditional_target(service, tx, "Task", review_criteria(record_id), None)
             current = None if minted else await tx.current("Task", task_id)
             body = next_task(record_id, candidates, current.body if current is not None else None)
@@ -153,7 +153,6 @@ class MatchReview:
                 await write_resource(
                     service, tx, "Task", task_id, body, method="PUT", changes=changes, minted=minted
                 )
-        await service.events.publish(changes)
 
     async def _tasks(self, record_ids: list[str]) -> list[StoredVersion]:
         """The review Tasks of these member records (read outside any write section)."""

@@ -28,6 +28,7 @@ from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.search import compartment_filter
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import delete_resource, write_resource
+from fhir_server.model.care import is_care_team
 from fhir_server.model.ids import new_resource_id
 from fhir_server.model.person import NOT_MASTER, listed, patient_id, replaced_by
 from fhir_server.model.references import rewrite_references
@@ -249,8 +250,8 @@ async def merge_patients(
     old_ref, new_ref = f"Patient/{source.id}", f"Patient/{target.id}"
     for rtype, rid in sorted(hits):
         found = await tx.current(rtype, rid)
-        if found is None or found.body is None:
-            continue
+        if found is None or found.body is None or is_care_team(found.body):
+            continue  # a care-relationship CareTeam is the record's own; `care_team.settle` redoes both
         body = {k: v for k, v in found.body.items() if k != "meta"}
         rewrite_references(body, lambda ref: new_ref if ref == old_ref else None)
         await write_resource(

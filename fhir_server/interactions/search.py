@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from fhir_server.errors import InvalidSearch, Issue
+from fhir_server.interactions.member_view import MemberView
 from fhir_server.model.outcomes import operation_outcome
 from fhir_server.model.references import iter_reference_holders
 from fhir_server.search.ast import Criterion, Filter, Include, ParamRef, ReferenceValue, SearchQuery
@@ -37,11 +38,15 @@ async def search_bundle(
     *,
     base_url: str,
     strict: bool,
+    view: MemberView | None = None,
 ) -> JsonObject:
-    """GET/POST [type]?..., [type]/_search and system search (`resource_type=None`, `_type=`)."""
+    """GET/POST [type]?..., [type]/_search and system search (`resource_type=None`, `_type=`).
+    `view`: a member client's, whose filter the query gets (`member_view.py`)."""
     query = parse_search(resource_type, params, registry, strict=strict)
+    if view is not None:
+        query = view.restrict(registry, query)
     path = f"{base_url}/{resource_type}" if resource_type else base_url
-    return await run_search(store, registry, query, base_url=base_url, path=path)
+    return await run_search(store, registry, query, base_url=base_url, path=path, view=view)
 
 
 def compartment_filter(
@@ -76,12 +81,15 @@ async def compartment_search(
     *,
     base_url: str,
     strict: bool,
+    view: MemberView | None = None,
 ) -> JsonObject:
     """GET [base]/Patient/{id}/{type}?...: a type search restricted to the compartment."""
     query = parse_search(resource_type, params, registry, strict=strict)
     query = with_filters(query, compartment_filter(compartment, compartment_id, query.types))
+    if view is not None:
+        query = view.restrict(registry, query)
     path = f"{base_url}/{compartment}/{compartment_id}/{resource_type}"
-    return await run_search(store, registry, query, base_url=base_url, path=path)
+    return await run_search(store, registry, query, base_url=base_url, path=path, view=view)
 
 
 def with_filters(query: SearchQuery, *filters: Filter) -> SearchQuery:
@@ -96,11 +104,19 @@ async def run_search(
     base_url: str,
     path: str,
     leading: list[StoredVersion] | None = None,
+    view: MemberView | None = None,
 ) -> JsonObject:
-    """Execute `query` and build the searchset Bundle; `leading` resources are put first as matches."""
+    """Execute `query` and build the searchset Bundle; `leading` resources are put first as matches.
+
+    `view`: a member's. The query already carries its filter (`MemberView.restrict`); what includes add
+    is checked here, and so are the matches, as a second line: a match the check refuses is left out
+    (a system query like `$everything`'s reaches types the filter cannot be written for)."""
     page = await store.search(query)
     matches = [*(leading or []), *page.resources]
     included = await resolve_includes(store, registry, query.includes, matches) if query.includes else []
+    if view is not None:
+        matches = await view.visible(store, registry, matches)
+        included = await view.visible(store, registry, included)
     return searchset(query, page, matches, included, base_url=base_url, path=path)
 
 

@@ -23,6 +23,7 @@ from fhir_server.interactions import person
 from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.resident_ids import ResidentIdIndex
 from fhir_server.interactions.service import FhirService
+from fhir_server.model import care
 from fhir_server.model.ids import new_resource_id
 from fhir_server.model.person import NOT_MASTER, replaced_by
 from fhir_server.model.references import is_valid_id
@@ -234,8 +235,9 @@ async def write_resource(
 
     `minted`: the server has just made `resource_id` (`new_id()`), so nothing can be stored under it
     and the read of the current version is skipped (most writes of a transaction Bundle are these).
-    `hub_owned`: the hub itself writes (a master Patient); any other Patient write is a member's
-    record and is placed in the consortium record (`person.py`) in this same section. `index`: the
+    `hub_owned`: the hub itself writes (a master Patient, a care-relationship CareTeam); any other
+    Patient write is a member's record and is placed in the consortium record (`person.py`) in this
+    same section, and no client writes a care-relationship CareTeam (`model/care.py`). `index`: the
     section's resident IDs, when it writes many Patients (a transaction Bundle). `sparse`: elements the
     body lacks keep their current values (HL7 v2 update semantics, `model/sparse_update.py`). `reason`:
     see `ResourceChanged.reason`."""
@@ -263,6 +265,8 @@ async def write_resource(
     # resourceType, id, meta first (as the spec's examples and every client expect), then the client's JSON.
     resource = {"resourceType": resource_type, "id": resource_id, "meta": meta}
     resource.update((k, v) for k, v in body.items() if k not in ("resourceType", "id", "meta"))
+    if resource_type == "CareTeam" and not hub_owned:
+        care.refuse_client_write(resource_id, current.body if current is not None else None, resource)
     placement = None
     if resource_type == "Patient" and not hub_owned:
         person.refuse_master_write(current, resource)
@@ -282,7 +286,8 @@ async def write_resource(
             service.extract(resource),
         )
     )
-    changes.append(ResourceChanged(resource_type, resource_id, version, method, resource, reason))
+    previous = current.body if current is not None else None
+    changes.append(ResourceChanged(resource_type, resource_id, version, method, resource, reason, previous))
     if index is not None and resource_type == "Patient":
         index.wrote(resource_id, resource)
     if placement is not None:
@@ -318,10 +323,14 @@ async def delete_resource(
         return None
     if resource_type == "Patient" and not hub_owned:
         person.refuse_master_write(current, None)
+    if resource_type == "CareTeam" and not hub_owned:
+        care.refuse_client_write(resource_id, current.body, None)
     stored = await tx.write_version(
         NewVersion(resource_type, resource_id, current.version + 1, service.clock(), "DELETE", None, None)
     )
-    changes.append(ResourceChanged(resource_type, resource_id, stored.version, "DELETE", None))
+    changes.append(
+        ResourceChanged(resource_type, resource_id, stored.version, "DELETE", None, previous=current.body)
+    )
     if index is not None and resource_type == "Patient":
         index.wrote(resource_id, None)
     if resource_type == "Patient" and not hub_owned:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server.errors import InvalidSearch, NotFound
+from fhir_server.interactions.member_view import MemberView
 from fhir_server.interactions.search import compartment_filter, run_search, searchset
 from fhir_server.model.definitions import resource_types
 from fhir_server.model.references import RELATIVE_REFERENCE
@@ -77,10 +78,12 @@ async def patient_everything(
     params: list[tuple[str, str]],
     *,
     base_url: str,
+    view: MemberView | None = None,
 ) -> JsonObject:
-    """GET/POST Patient/{id}/$everything → searchset Bundle (patients first, then their compartments)."""
+    """GET/POST Patient/{id}/$everything → searchset Bundle (patients first, then their compartments).
+    `view`: a member's, which must see the patient (else 404, as if absent) and sees what it sees."""
     patient = await store.current("Patient", patient_id)
-    if patient is None or patient.body is None:
+    if patient is None or patient.body is None or (view and not await view.sees(store, registry, patient)):
         raise NotFound(f"Patient/{patient_id} not found")
     others = await linked_patients(store, registry, patient)
     query = _everything_query(patient_id, params, tuple(p.id for p in others))
@@ -99,8 +102,10 @@ async def patient_everything(
                 leading.append(person)
     path = f"{base_url}/Patient/{patient_id}/$everything"
     if not query.types:
+        if view is not None:
+            leading = await view.visible(store, registry, leading)
         return searchset(query, SearchPage([], None, None), leading, [], base_url=base_url, path=path)
-    return await run_search(store, registry, query, base_url=base_url, path=path, leading=leading)
+    return await run_search(store, registry, query, base_url=base_url, path=path, leading=leading, view=view)
 
 
 async def linked_patients(

@@ -20,6 +20,7 @@ from typing import Any
 
 from fhir_server.errors import BadRequest, FhirError
 from fhir_server.interactions.matching import Match, MatchRules, phones, resident_ids, score
+from fhir_server.interactions.member_view import MemberView
 from fhir_server.interactions.service import FhirService
 from fhir_server.model.person import is_master, listed, referred
 from fhir_server.search.parse import parse_search
@@ -159,14 +160,23 @@ async def rank_persons(
 
 
 async def patient_match(
-    service: FhirService, body: JsonObject, rules: MatchRules, *, base_url: str
+    service: FhirService,
+    body: JsonObject,
+    rules: MatchRules,
+    *,
+    base_url: str,
+    view: MemberView | None = None,
 ) -> JsonObject:
+    """`view`: a member's; persons it does not see are not candidates (as if absent)."""
     probe, only_certain, count = parse_parameters(body)
     ranked = await rank_persons(service, probe, rules)
     if only_certain:
         ranked = [(p, m) for p, m in ranked if m.grade == "certain"]
-    ranked = ranked[:count]
-    people = {v.id: v for v in await service.store.current_many([("Patient", p) for p, _ in ranked])}
+    stored = await service.store.current_many([("Patient", p) for p, _ in ranked])
+    if view is not None:
+        stored = await view.visible(service.store, service.registry, stored)
+    people = {v.id: v for v in stored}
+    ranked = [(p, m) for p, m in ranked if p in people][:count]
     entries = []
     for person, match in ranked:
         found = people.get(person)

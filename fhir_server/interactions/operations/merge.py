@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.merge import MergeResult, merge_patients, output_parameters, parse_request
+from fhir_server.interactions.section import write_section
 from fhir_server.interactions.service import FhirService
 
 JsonObject = dict[str, Any]
@@ -29,13 +29,11 @@ class _RollBack(Exception):
 
 async def patient_merge(service: FhirService, body: JsonObject, *, agent: str) -> JsonObject:
     request = parse_request(body)
-    changes: list[ResourceChanged] = []
     try:
-        async with service.store.write() as tx:
+        async with write_section(service) as (tx, changes):
             result = await merge_patients(service, tx, request, changes=changes, agent=agent)
             if request.preview:
                 raise _RollBack(result)
     except _RollBack as preview:
         return output_parameters(body, preview.result, preview=True)
-    await service.events.publish(changes)
     return output_parameters(body, result, preview=False)

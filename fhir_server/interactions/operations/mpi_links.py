@@ -22,8 +22,8 @@ from typing import Any
 
 from fhir_server.errors import BadRequest
 from fhir_server.interactions import person
-from fhir_server.interactions.events import ResourceChanged
 from fhir_server.interactions.match_review import close_review
+from fhir_server.interactions.section import write_section
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import delete_resource, write_resource
 from fhir_server.model.person import patient_id
@@ -59,8 +59,7 @@ async def _answer(service: FhirService, source_id: str, master_id: str) -> JsonO
 
 async def mpi_split(service: FhirService, body: JsonObject, *, operator: str) -> JsonObject:
     source_id = _patient_id(body, "source-patient")
-    changes: list[ResourceChanged] = []
-    async with service.store.write() as tx:
+    async with write_section(service) as (tx, changes):
         master = await person.split_source(
             service,
             tx,
@@ -70,7 +69,6 @@ async def mpi_split(service: FhirService, body: JsonObject, *, operator: str) ->
             delete=delete_resource,
             operator=operator,
         )
-    await service.events.publish(changes)
     return await _answer(service, source_id, master)
 
 
@@ -79,8 +77,7 @@ async def mpi_link(service: FhirService, body: JsonObject, *, operator: str) -> 
     target_id = _patient_id(body, "target-patient")
     if source_id == target_id:
         raise BadRequest("source-patient and target-patient are the same record", expression="Parameters")
-    changes: list[ResourceChanged] = []
-    async with service.store.write() as tx:
+    async with write_section(service) as (tx, changes):
         master = await person.link_records(
             service,
             tx,
@@ -92,5 +89,4 @@ async def mpi_link(service: FhirService, body: JsonObject, *, operator: str) -> 
             operator=operator,
         )
         await close_review(service, tx, source_id, master, changes)
-    await service.events.publish(changes)
     return await _answer(service, source_id, master)

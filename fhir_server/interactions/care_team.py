@@ -1,0 +1,328 @@
+"""Care relationships: which consortium members may see a person, kept inside the write section as one
+hub-owned CareTeam per Patient record.
+
+The rule (issue 16). A member sees a person's resources when it
+- registered one of the person's records (its Organization is the record's `managingOrganization`), or
+- is requester, performer, owner or interpreter of a ServiceRequest, Task, DiagnosticReport or
+  ImagingStudy for one of the person's records (a referral naming the village clinic lets it see her);
+- an active Consent whose provision names the member's Organization as `actor` permits (adds) or denies
+  (removes, whatever else holds) it.
+A person is one record, or a master and its sources (`person.py`): every record of the person gets the
+same participants, so whichever record a resource names, the answer is the person's.
+
+Why a CareTeam: R4's CareTeam is "all the people and organizations who ... participate in the
+coordination and delivery of care for a patient". Kept by the hub (`model/care.py`: tag
+`urn:yilian:care|consortium`, id `care-<patient id>`), it answers an operator's "why does this clinic see
+her" in FHIR's terms (`participant.role` names each relationship). One `meta.security` label per member
+(`urn:yilian:care:member|<code>`, which no client may write) turns the member filter into an ordinary
+reverse chain (`_has:CareTeam:patient:_security=...`), run inside each backend's query, so paging and
+totals stay right (`member_view.py`).
+
+When: once per write section, before it commits (`section.write_section`), over the section's changes.
+Most writes change no relationship (an ORU from the member that registered the patient): the
+organizations a change newly names are checked against the record's CareTeam, read by id, and nothing
+more runs. A change that may remove one (a referral re-addressed or deleted, any Consent, a person's
+records linked, split or merged, a registration moved) recomputes the person's CareTeams from the stored
+resources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.service import FhirService
+from fhir_server.interactions.write import delete_resource, write_resource
+from fhir_server.model.access_record import MEMBER_SYSTEM
+from fhir_server.model.care import CARE_SYSTEM, CARE_TAG, access_labels, care_team_id, member_codes
+from fhir_server.model.person import is_master, listed, patient_id, referred
+from fhir_server.search.parse import parse_search
+from fhir_server.storage.protocol import WriteTransaction
+
+JsonObject = dict[str, Any]
+
+RELATIONSHIPS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "ServiceRequest": ("subject", (("requester", "requester"), ("performer", "performer"))),
+    "Task": ("for", (("requester", "requester"), ("owner", "owner"))),
+    "DiagnosticReport": ("subject", (("performer", "performer"), ("resultsInterpreter", "interpreter"))),
+    "ImagingStudy": ("subject", (("series.performer.actor", "performer"), ("interpreter", "interpreter"))),
+}
+"""Per type: the element naming the patient, and (element path, participant role) of the organizations
+it names. Each type's `patient` search parameter finds them for a person."""
+MAX_RELATED = 10_000
+"""Resources of one type read per person when its relationships are recomputed."""
+MAX_PART_OF = 5
+"""Organization.partOf steps walked up to a member (a department's Organization names its hospital)."""
+
+Named = frozenset[tuple[str, str, str]]
+"""(patient id, organization: `Organization/<id>` or `urn:yilian:member|<code>`, role)."""
+
+
+def _references(value: Any, path: list[str]) -> list[JsonObject]:
+    """The Reference objects at a dotted element path (lists are walked)."""
+    if isinstance(value, list):
+        return [ref for item in value for ref in _references(item, path)]
+    if not isinstance(value, dict):
+        return []
+    if not path:
+        return [value]
+    return _references(value.get(path[0]), path[1:])
+
+
+def _organization(reference: JsonObject) -> str | None:
+    """`Organization/<id>`, or `urn:yilian:member|<code>` for a logical reference to a member."""
+    ref = reference.get("reference")
+    if isinstance(ref, str) and ref.startswith("Organization/") and "/" not in ref[len("Organization/") :]:
+        return ref
+    identifier = reference.get("identifier")
+    if isinstance(identifier, dict) and identifier.get("system") == MEMBER_SYSTEM:
+        value = identifier.get("value")
+        if isinstance(value, str) and value:
+            return f"{MEMBER_SYSTEM}|{value}"
+    return None
+
+
+def named(resource_type: str, body: Any) -> Named:
+    """The (patient, organization, role) relationships a resource states; empty for a deletion."""
+    spec = RELATIONSHIPS.get(resource_type)
+    if spec is None or not isinstance(body, dict):
+        return frozenset()
+    patient = patient_id(body.get(spec[0]))
+    if patient is None:
+        return frozenset()
+    return frozenset(
+        (patient, org, role)
+        for path, role in spec[1]
+        for ref in _references(body, path.split("."))
+        if (org := _organization(ref)) is not None
+    )
+
+
+def _patient_facts(body: Any) -> tuple[Any, ...] | None:
+    """What of a Patient bears on care relationships: its registering organization and its links."""
+    if not isinstance(body, dict):
+        return None
+    managing = body.get("managingOrganization")
+    links = sorted(
+        (str(link.get("type")), str((link.get("other") or {}).get("reference")))
+        for link in listed(body, "link")
+        if isinstance(link, dict)
+    )
+    return (managing.get("reference") if isinstance(managing, dict) else None, tuple(links))
+
+
+def _consent_patient(body: Any) -> set[str]:
+    found = patient_id(body.get("patient")) if isinstance(body, dict) else None
+    return {found} if found else set()
+
+
+def _provisions(provision: Any) -> list[tuple[str, str]]:
+    """(permit|deny, organization) for every actor of a Consent provision and its nested provisions."""
+    if not isinstance(provision, dict):
+        return []
+    kind = provision.get("type")
+    out = [
+        (kind, org)
+        for actor in listed(provision, "actor")
+        if kind in ("permit", "deny")
+        and isinstance(actor, dict)
+        and isinstance(actor.get("reference"), dict)
+        and (org := _organization(actor["reference"])) is not None
+    ]
+    for nested in listed(provision, "provision"):
+        out.extend(_provisions(nested))
+    return out
+
+
+class _Members:
+    """Organization → member code (its `urn:yilian:member` identifier, or its `partOf` ancestor's),
+    read once per section."""
+
+    def __init__(self, tx: WriteTransaction) -> None:
+        self.tx = tx
+        self.known: dict[str, str | None] = {}
+
+    async def code(self, organization: str) -> str | None:
+        if organization.startswith(MEMBER_SYSTEM + "|"):
+            return organization.split("|", 1)[1]
+        if organization not in self.known:
+            self.known[organization] = await self._lookup(organization.removeprefix("Organization/"))
+        return self.known[organization]
+
+    async def _lookup(self, org_id: str) -> str | None:
+        for _ in range(MAX_PART_OF):
+            found = await self.tx.current("Organization", org_id)
+            body = found.body if found is not None else None
+            if body is None:
+                return None
+            for identifier in listed(body, "identifier"):
+                if isinstance(identifier, dict) and identifier.get("system") == MEMBER_SYSTEM:
+                    value = identifier.get("value")
+                    if isinstance(value, str) and value:
+                        return value
+            parent = (body.get("partOf") or {}).get("reference")
+            if not isinstance(parent, str) or not parent.startswith("Organization/"):
+                return None
+            org_id = parent[len("Organization/") :]
+        return None
+
+
+@dataclass
+class _Participant:
+    organization: str
+    roles: set[str] = field(default_factory=set)
+
+
+async def settle(service: FhirService, tx: WriteTransaction, changes: list[ResourceChanged]) -> None:
+    """Bring the CareTeams of every person the section's `changes` touched up to date (appending their
+    writes to `changes`)."""
+    dirty: set[str] = set()
+    added: dict[str, set[str]] = {}
+    for change in list(changes):
+        kind = change.resource_type
+        if kind == "Patient":
+            if _patient_facts(change.previous) != _patient_facts(change.resource):
+                dirty.add(change.id)
+        elif kind == "Consent":
+            if change.previous != change.resource:
+                dirty |= _consent_patient(change.previous) | _consent_patient(change.resource)
+        elif kind in RELATIONSHIPS:
+            before, after = named(kind, change.previous), named(kind, change.resource)
+            if before <= after:
+                for patient, org, _ in after - before:
+                    added.setdefault(patient, set()).add(org)
+            else:
+                dirty |= {patient for patient, _, _ in before | after}
+    if not dirty and not added:
+        return
+    members = _Members(tx)
+    for patient, orgs in added.items():
+        if patient in dirty:
+            continue
+        team = await tx.current("CareTeam", care_team_id(patient))
+        have = member_codes(team.body if team is not None else None)
+        codes = {code for org in orgs if (code := await members.code(org)) is not None}
+        if not codes <= have:
+            dirty.add(patient)
+    done: set[str] = set()
+    for patient in sorted(dirty):
+        if patient in done:
+            continue
+        records = await _person_records(tx, patient)
+        done.update(records)
+        participants = await _participants(service, tx, records, members)
+        for record in records:
+            await _write_team(service, tx, record, participants, changes)
+
+
+async def _person_records(tx: WriteTransaction, patient: str) -> list[str]:
+    """The ids of the person's records `patient` is one of: itself, or its master and the master's
+    sources (a deleted record is itself alone: its CareTeam goes)."""
+    found = await tx.current("Patient", patient)
+    body = found.body if found is not None else None
+    if body is None:
+        return [patient]
+    master: str | None = patient if is_master(body) else None
+    master_body = body if master else None
+    for other in [] if master else referred(body):
+        stored = await tx.current("Patient", other)
+        if stored is not None and is_master(stored.body):
+            master, master_body = other, stored.body
+            break
+    if master is None:
+        return [patient]
+    sources = [
+        rid
+        for link in listed(master_body, "link")
+        if isinstance(link, dict) and (rid := patient_id(link.get("other"))) is not None
+    ]
+    return list(dict.fromkeys([master, *sources, patient]))
+
+
+async def _participants(
+    service: FhirService, tx: WriteTransaction, records: list[str], members: _Members
+) -> dict[str, _Participant]:
+    """Member code → its relationships to the person whose records are `records`."""
+    found: dict[str, _Participant] = {}
+
+    async def add(org: str, role: str) -> None:
+        code = await members.code(org)
+        if code is not None:
+            found.setdefault(code, _Participant(org)).roles.add(role)
+
+    alive: list[str] = []
+    for rid in records:
+        stored = await tx.current("Patient", rid)
+        if stored is None or stored.body is None:
+            continue
+        alive.append(rid)
+        managing = stored.body.get("managingOrganization")
+        org = _organization(managing) if isinstance(managing, dict) and not is_master(stored.body) else None
+        if org is not None:
+            await add(org, "registered")
+    if not alive:
+        return {}
+    refs = ",".join(f"Patient/{rid}" for rid in alive)
+    for kind in RELATIONSHIPS:
+        for body in await _related(service, tx, kind, [("patient", refs)]):
+            for _, org, role in named(kind, body):
+                await add(org, role)
+    denied: set[str] = set()
+    for body in await _related(service, tx, "Consent", [("patient", refs), ("status", "active")]):
+        for decision, org in _provisions(body.get("provision")):
+            if decision == "permit":
+                await add(org, "consent-permit")
+            elif (code := await members.code(org)) is not None:
+                denied.add(code)
+    return {code: p for code, p in found.items() if code not in denied}
+
+
+async def _related(
+    service: FhirService, tx: WriteTransaction, resource_type: str, params: list[tuple[str, str]]
+) -> list[JsonObject]:
+    query = parse_search(resource_type, params, service.registry, strict=True)
+    bodies = []
+    for _, rid in await tx.search_ids(query, MAX_RELATED):
+        stored = await tx.current(resource_type, rid)
+        if stored is not None and stored.body is not None:
+            bodies.append(stored.body)
+    return bodies
+
+
+def _team_body(patient: str, participants: dict[str, _Participant]) -> JsonObject:
+    members = []
+    for code in sorted(participants):
+        p = participants[code]
+        member: JsonObject = {"identifier": {"system": MEMBER_SYSTEM, "value": code}}
+        if p.organization.startswith("Organization/"):
+            member = {"reference": p.organization, **member}
+        roles = [{"coding": [{"system": CARE_SYSTEM, "code": role}]} for role in sorted(p.roles)]
+        members.append({"role": roles, "member": member})
+    return {
+        "resourceType": "CareTeam",
+        "id": care_team_id(patient),
+        "meta": {"tag": [dict(CARE_TAG)], "security": access_labels(sorted(participants))},
+        "status": "active",
+        "name": "Consortium members with a care relationship",
+        "subject": {"reference": f"Patient/{patient}"},
+        "participant": members,
+    }
+
+
+async def _write_team(
+    service: FhirService,
+    tx: WriteTransaction,
+    patient: str,
+    participants: dict[str, _Participant],
+    changes: list[ResourceChanged],
+) -> None:
+    team_id = care_team_id(patient)
+    alive = await tx.current("Patient", patient)
+    if not participants or alive is None or alive.deleted:
+        await delete_resource(service, tx, "CareTeam", team_id, changes=changes, hub_owned=True)
+        return
+    body = _team_body(patient, participants)
+    await write_resource(
+        service, tx, "CareTeam", team_id, body, method="PUT", changes=changes, hub_owned=True
+    )
