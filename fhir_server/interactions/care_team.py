@@ -196,6 +196,9 @@ async def settle(service: FhirService, tx: WriteTransaction, changes: list[Resou
                 dirty |= {patient for patient, _, _ in before | after}
     if not dirty and not added:
         return
+    minted = {c.id for c in changes if c.resource_type == "Patient" and c.minted}
+    latest = _Latest(tx, changes)
+    in_section: dict[str, _Relations] | None = None
     members = _Members(tx)
     for patient, orgs in added.items():
         if patient in dirty:
@@ -209,26 +212,45 @@ async def settle(service: FhirService, tx: WriteTransaction, changes: list[Resou
     for patient in sorted(dirty):
         if patient in done:
             continue
-        records = await _person_records(tx, patient)
+        records = await _person_records(latest, patient)
         done.update(records)
-        participants = await _participants(service, tx, records, members)
+        fresh = records == [patient] and patient in minted
+        if fresh:
+            in_section = in_section if in_section is not None else _section_relations(latest.written)
+            relations = in_section.get(patient, _Relations())
+        else:
+            relations = await _stored_relations(service, tx, records)
+        participants = await _participants(relations, members)
         for record in records:
-            await _write_team(service, tx, record, participants, changes)
+            await _write_team(service, tx, latest, record, participants, changes, fresh=fresh)
 
 
-async def _person_records(tx: WriteTransaction, patient: str) -> list[str]:
+class _Latest:
+    """Current Patient bodies, from this section's own writes when it made them (no read needed)."""
+
+    def __init__(self, tx: WriteTransaction, changes: list[ResourceChanged]) -> None:
+        self.tx = tx
+        self.written = {(c.resource_type, c.id): c.resource for c in changes}
+
+    async def patient(self, rid: str) -> JsonObject | None:
+        if ("Patient", rid) in self.written:
+            return self.written["Patient", rid]
+        found = await self.tx.current("Patient", rid)
+        return found.body if found is not None else None
+
+
+async def _person_records(latest: _Latest, patient: str) -> list[str]:
     """The ids of the person's records `patient` is one of: itself, or its master and the master's
     sources (a deleted record is itself alone: its CareTeam goes)."""
-    found = await tx.current("Patient", patient)
-    body = found.body if found is not None else None
+    body = await latest.patient(patient)
     if body is None:
         return [patient]
     master: str | None = patient if is_master(body) else None
     master_body = body if master else None
     for other in [] if master else referred(body):
-        stored = await tx.current("Patient", other)
-        if stored is not None and is_master(stored.body):
-            master, master_body = other, stored.body
+        other_body = await latest.patient(other)
+        if is_master(other_body):
+            master, master_body = other, other_body
             break
     if master is None:
         return [patient]
@@ -240,10 +262,52 @@ async def _person_records(tx: WriteTransaction, patient: str) -> list[str]:
     return list(dict.fromkeys([master, *sources, patient]))
 
 
-async def _participants(
-    service: FhirService, tx: WriteTransaction, records: list[str], members: _Members
-) -> dict[str, _Participant]:
-    """Member code → its relationships to the person whose records are `records`."""
+@dataclass
+class _Relations:
+    """What a person's access is computed from: her records, and the resources stating relationships."""
+
+    patients: list[JsonObject] = field(default_factory=list)
+    related: list[tuple[str, JsonObject]] = field(default_factory=list)  # (type, body)
+    consents: list[JsonObject] = field(default_factory=list)  # active ones
+
+
+async def _stored_relations(service: FhirService, tx: WriteTransaction, records: list[str]) -> _Relations:
+    """The relations of the person whose records are `records`, as stored (this section's writes included)."""
+    out = _Relations()
+    for rid in records:
+        stored = await tx.current("Patient", rid)
+        if stored is not None and stored.body is not None:
+            out.patients.append(stored.body)
+    if not out.patients:
+        return out
+    refs = ",".join(f"Patient/{body['id']}" for body in out.patients)
+    for kind in RELATIONSHIPS:
+        out.related.extend((kind, body) for body in await _related(service, tx, kind, [("patient", refs)]))
+    out.consents = await _related(service, tx, "Consent", [("patient", refs), ("status", "active")])
+    return out
+
+
+def _section_relations(written: dict[tuple[str, str], JsonObject | None]) -> dict[str, _Relations]:
+    """Per Patient, the relations this section's own changes state. For a record the server created in
+    this very section (a minted id) nothing stored before can name it, so these are all there are and no
+    search is needed (a group commit of HL7 messages registers dozens of patients in one section)."""
+    out: dict[str, _Relations] = {}
+    for (kind, rid), body in written.items():
+        if body is None:
+            continue
+        if kind == "Patient":
+            out.setdefault(rid, _Relations()).patients.append(body)
+        elif kind in RELATIONSHIPS:
+            for patient in {p for p, _, _ in named(kind, body)}:
+                out.setdefault(patient, _Relations()).related.append((kind, body))
+        elif kind == "Consent" and body.get("status") == "active":
+            for patient in _consent_patient(body):
+                out.setdefault(patient, _Relations()).consents.append(body)
+    return out
+
+
+async def _participants(relations: _Relations, members: _Members) -> dict[str, _Participant]:
+    """Member code → its relationships to the person (`care_team.py`'s rule)."""
     found: dict[str, _Participant] = {}
 
     async def add(org: str, role: str) -> None:
@@ -251,25 +315,16 @@ async def _participants(
         if code is not None:
             found.setdefault(code, _Participant(org)).roles.add(role)
 
-    alive: list[str] = []
-    for rid in records:
-        stored = await tx.current("Patient", rid)
-        if stored is None or stored.body is None:
-            continue
-        alive.append(rid)
-        managing = stored.body.get("managingOrganization")
-        org = _organization(managing) if isinstance(managing, dict) and not is_master(stored.body) else None
+    for body in relations.patients:
+        managing = body.get("managingOrganization")
+        org = _organization(managing) if isinstance(managing, dict) and not is_master(body) else None
         if org is not None:
             await add(org, "registered")
-    if not alive:
-        return {}
-    refs = ",".join(f"Patient/{rid}" for rid in alive)
-    for kind in RELATIONSHIPS:
-        for body in await _related(service, tx, kind, [("patient", refs)]):
-            for _, org, role in named(kind, body):
-                await add(org, role)
+    for kind, body in relations.related:
+        for _, org, role in named(kind, body):
+            await add(org, role)
     denied: set[str] = set()
-    for body in await _related(service, tx, "Consent", [("patient", refs), ("status", "active")]):
+    for body in relations.consents:
         for decision, org in _provisions(body.get("provision")):
             if decision == "permit":
                 await add(org, "consent-permit")
@@ -313,16 +368,22 @@ def _team_body(patient: str, participants: dict[str, _Participant]) -> JsonObjec
 async def _write_team(
     service: FhirService,
     tx: WriteTransaction,
+    latest: _Latest,
     patient: str,
     participants: dict[str, _Participant],
     changes: list[ResourceChanged],
+    *,
+    fresh: bool,
 ) -> None:
+    """Write (or delete) `patient`'s CareTeam; `fresh`: the patient's id was minted in this section, so
+    no CareTeam can exist under the id derived from it."""
     team_id = care_team_id(patient)
-    alive = await tx.current("Patient", patient)
-    if not participants or alive is None or alive.deleted:
+    if fresh and not participants:
+        return
+    if not participants or await latest.patient(patient) is None:
         await delete_resource(service, tx, "CareTeam", team_id, changes=changes, hub_owned=True)
         return
     body = _team_body(patient, participants)
     await write_resource(
-        service, tx, "CareTeam", team_id, body, method="PUT", changes=changes, hub_owned=True
+        service, tx, "CareTeam", team_id, body, method="PUT", changes=changes, hub_owned=True, minted=fresh
     )

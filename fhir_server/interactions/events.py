@@ -24,6 +24,8 @@ class ResourceChanged:
     previous: dict[str, Any] | None = None
     """The version this one replaced (None for a create): what a relationship was before the change
     (`care_team.settle` sees a referral whose performer changed, or a deleted one)."""
+    minted: bool = False
+    """The server made this resource's id in this write section: nothing stored before can name it."""
 
 
 Handler = Callable[[ResourceChanged], Awaitable[None]]

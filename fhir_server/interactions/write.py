@@ -274,7 +274,8 @@ async def write_resource(
     if current is not None and current.body is not None and same_content(current.body, resource):
         # A no-op update (an HIS resending unchanged demographics) keeps the current version, as HAPI does.
         return WriteResult(current, created=False, changed=False)
-    validate_or_raise(service, resource)
+    if not (hub_owned and resource_type == "CareTeam"):
+        validate_or_raise(service, resource)  # a care-relationship CareTeam is the hub's own making
     stored = await tx.write_version(
         NewVersion(
             resource_type,
@@ -287,7 +288,9 @@ async def write_resource(
         )
     )
     previous = current.body if current is not None else None
-    changes.append(ResourceChanged(resource_type, resource_id, version, method, resource, reason, previous))
+    changes.append(
+        ResourceChanged(resource_type, resource_id, version, method, resource, reason, previous, minted)
+    )
     if index is not None and resource_type == "Patient":
         index.wrote(resource_id, resource)
     if placement is not None:

@@ -272,6 +272,9 @@ async def test_care_teams_explain_access_and_no_client_writes_one(
     }
     assert roles == {"XYRMYY": {"registered", "requester"}, "HSZWSY": {"performer"}}
     assert team["subject"] == {"reference": f"Patient/{county}"}
+    # The hub writes it without running the validator on each write; it is valid all the same.
+    r = await http.post("/fhir/CareTeam/$validate", json=team, headers=as_("t-admin"))
+    assert r.status_code == 200 and not [i for i in r.json()["issue"] if i["severity"] == "error"], r.text
 
     r = await http.put(f"/fhir/CareTeam/{team['id']}", json=team, headers=as_("t-admin"))
     assert r.status_code == 403, r.text
