@@ -21,9 +21,10 @@ interactions layer (`member_view.py`), given the `member_view` of the client.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -34,6 +35,8 @@ from fhir_server.model.access_record import MEMBER_SYSTEM
 from fhir_server.model.outcomes import operation_outcome
 from fhir_server.search.compartments import compartment_params
 from fhir_server.settings import Role
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,12 @@ class ApiClient:
 
 API_CLIENT_SCOPE_KEY = "yilian.api_client"
 """The authenticated `ApiClient` in the ASGI scope (set by `auth.BearerTokenMiddleware`)."""
+BREAK_GLASS_HEADER = b"x-break-glass"
+BREAK_GLASS_SCOPE_KEY = "yilian.break_glass"
+"""The reason a member or reader client gave to read beyond its care relationships (emergency, 急诊),
+set by `AccessPolicyMiddleware` on a read that carries `X-Break-Glass: <reason>`; the access log
+records it as the AuditEvent's purpose of use (ETREAT)."""
+MAX_REASON = 500
 READ_METHODS = frozenset({"GET", "HEAD"})
 READ_ONLY_OPERATIONS = frozenset({"$everything", "$match", "$validate", "_search"})
 ADMIN_OPERATIONS = frozenset({"$mpi-link", "$mpi-split", "$reindex"})
@@ -142,12 +151,41 @@ def stamp_registration(client: Any, body: Any) -> None:
             }
 
 
-def member_view(client: Any) -> MemberView | None:
-    """The view of patient data `client` has: a member's or reader's, its member's persons only
-    (`interactions/member_view.py`); None (everything) for admin and auditor clients and without tokens."""
-    if isinstance(client, ApiClient) and client.role in ("member", "reader") and client.member:
+def member_view(scope: Any) -> MemberView | None:
+    """The view of patient data the request's client has: a member's or reader's, its member's persons
+    only (`interactions/member_view.py`); None (everything) for admin and auditor clients, without tokens,
+    and for a break-glass read."""
+    client = scope.get(API_CLIENT_SCOPE_KEY)
+    if (
+        isinstance(client, ApiClient)
+        and client.role in ("member", "reader")
+        and client.member
+        and not scope.get(BREAK_GLASS_SCOPE_KEY)
+    ):
         return MemberView(client.member)
     return None
+
+
+def break_glass(
+    client: ApiClient, method: str, parts: list[str], headers: list[tuple[bytes, bytes]]
+) -> str | None:
+    """The break-glass reason of a request, or None without the header. Raises `ValueError` (its text is
+    the client's answer) when the header is empty, too long, or not on a read by a member or reader."""
+    raw = next((v for k, v in headers if k.lower() == BREAK_GLASS_HEADER), None)
+    if raw is None:
+        return None
+    reason = unquote(raw.decode("utf-8", "replace")).strip()  # percent-encoded UTF-8 (HTTP headers are ASCII)
+    if not reason or len(reason) > MAX_REASON:
+        raise ValueError(f"X-Break-Glass needs the emergency's reason (1 to {MAX_REASON} characters)")
+    reading = method in READ_METHODS or (
+        method == "POST" and bool(parts) and parts[-1] in READ_ONLY_OPERATIONS
+    )
+    if client.role not in ("member", "reader") or not reading:
+        raise ValueError(
+            "X-Break-Glass lets a member or reader client read beyond its care relationships; "
+            f"it does not apply to a {method} by a {client.role} client"
+        )
+    return reason
 
 
 def hidden_event(client: ApiClient | None, event: Any) -> bool:
@@ -184,6 +222,18 @@ class AccessPolicyMiddleware:
             parts = [p for p in below.split("/") if p]
             method = scope.get("method", "GET")
             why = refusal(client, method, parts, dicomweb=dicomweb)
+            if why is None and not dicomweb:
+                try:
+                    reason = break_glass(client, method, parts, scope.get("headers") or [])
+                except ValueError as exc:
+                    response = json_response(operation_outcome([Issue("error", "invalid", str(exc))]), 400)
+                    await response(scope, receive, send)
+                    return
+                if reason is not None:
+                    scope[BREAK_GLASS_SCOPE_KEY] = reason  # the access log reads it from this scope
+                    log.warning(
+                        "break-glass read by %s (member %s): %s %s", client.name, client.member, method, path
+                    )
             extra = None if dicomweb else own_events_only(client, method, parts)
             if extra is not None:
                 query = scope.get("query_string", b"").decode("latin-1")

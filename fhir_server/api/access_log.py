@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fhir_server.api.access import API_CLIENT_SCOPE_KEY, ApiClient
+from fhir_server.api.access import API_CLIENT_SCOPE_KEY, BREAK_GLASS_SCOPE_KEY, ApiClient
 from fhir_server.api.auth import CLIENT_SCOPE_KEY
 from fhir_server.api.disclosed import disclosed
 from fhir_server.model.access_record import EXPORT, IMPORT, QUERY, AccessRecord
@@ -125,6 +125,7 @@ class AccessLogMiddleware:
                 query=query,
                 operation=next((p for p in parts if p.startswith("$")), None),
                 client_member=_member_of(scope),
+                break_glass=scope.get(BREAK_GLASS_SCOPE_KEY),
                 entities=tuple(
                     {"reference": ref}
                     for ref in disclosed(scope)

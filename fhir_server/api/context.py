@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from fhir_server.api.access import API_CLIENT_SCOPE_KEY, member_view
+from fhir_server.api.access import member_view
 from fhir_server.interactions.capabilities import OperationInfo
 from fhir_server.interactions.member_view import MemberView
 from fhir_server.interactions.service import FhirService
@@ -34,4 +34,4 @@ def base_url(request: Request) -> str:
 
 def view_of(request: Request) -> MemberView | None:
     """The member view of the request's client (None: it sees all)."""
-    return member_view(request.scope.get(API_CLIENT_SCOPE_KEY))
+    return member_view(request.scope)

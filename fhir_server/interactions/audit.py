@@ -44,6 +44,13 @@ _INTERACTION_ACTION = {
 }
 
 
+ETREAT = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+    "code": "ETREAT",
+    "display": "Emergency Treatment",
+}
+
+
 def audit_event(record: AccessRecord) -> dict[str, Any]:
     """The R4 AuditEvent for one access (pure)."""
     outcome = "0" if record.status < 400 else ("4" if record.status < 500 else "8")
@@ -88,6 +95,13 @@ def audit_event(record: AccessRecord) -> dict[str, Any]:
             "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
         },
     }
+    if record.break_glass is not None:
+        # Purpose of use "emergency treatment", as the event's and the agent's, and as a security label,
+        # so auditors find every break-glass access with `AuditEvent?_security=<v3-ActReason>|ETREAT`.
+        purpose = {"coding": [dict(ETREAT)], "text": record.break_glass}
+        event["purposeOfUse"] = [purpose]
+        agent["purposeOfUse"] = [purpose]
+        event["meta"] = {"security": [dict(ETREAT)]}
     entity: dict[str, Any] = {}
     if record.resource_type and record.resource_id:
         entity["what"] = {"reference": f"{record.resource_type}/{record.resource_id}"}

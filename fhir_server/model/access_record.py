@@ -43,3 +43,5 @@ class AccessRecord:
     client_member: str | None = None
     """The member the client belongs to (its code under `MEMBER_SYSTEM`): `agent.who.identifier`, so a
     member can search the trail of its own clients' accesses."""
+    break_glass: str | None = None
+    """The reason of a break-glass read (emergency treatment beyond the care relationships)."""

@@ -8,6 +8,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -302,3 +303,30 @@ async def test_a_member_client_sees_the_patient_it_registers_without_naming_itse
     }
     assert await net.status("t-town", f"Patient/{r.json()['id']}") == 200
     assert await net.status("t-county", f"Patient/{r.json()['id']}") == 404
+
+
+async def test_break_glass_reads_beyond_the_policy_and_is_audited_as_emergency_treatment(
+    net: Consortium, http: httpx.AsyncClient, hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    county = await net.patient("t-county", "XYRMYY", "王")
+    glass = {**as_("t-village"), "X-Break-Glass": quote("急诊抢救, unconscious on arrival")}
+    assert await net.status("t-village", f"Patient/{county}") == 404
+    r = await http.get(f"/fhir/Patient/{county}/$everything", headers=glass)
+    assert r.status_code == 200 and r.json()["entry"][0]["resource"]["id"] == county, r.text
+    assert "break-glass read by village-his" in caplog.text and "急诊" not in caplog.text
+
+    r = await http.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=glass)
+    assert r.status_code == 400 and "does not apply to a POST" in r.json()["issue"][0]["diagnostics"]
+    r = await http.get(f"/fhir/Patient/{county}", headers={**glass, "X-Break-Glass": " "})
+    assert r.status_code == 400 and "reason" in r.json()["issue"][0]["diagnostics"]
+
+    await hub.audit.flush()
+    etreat = "http://terminology.hl7.org/CodeSystem/v3-ActReason|ETREAT"
+    events = await net.search("t-admin", f"AuditEvent?_security={etreat}")
+    assert len(events["entry"]) == 1
+    event = events["entry"][0]["resource"]
+    assert event["purposeOfUse"][0]["text"] == "急诊抢救, unconscious on arrival"
+    assert event["agent"][0]["who"]["identifier"]["value"] == "HSZWSY"
+    assert event["entity"][0]["what"] == {"reference": f"Patient/{county}"}
+    # An ordinary read afterwards is back inside the policy.
+    assert await net.status("t-village", f"Patient/{county}") == 404
