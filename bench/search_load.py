@@ -1,8 +1,10 @@
 """Load a Synthea-like data set into a SQLite hub database through the store's write path.
 
 Patients with encounters, observations, diagnostic reports (with results), conditions and referrals
-(ServiceRequest), practitioners and organisations, plus one "heavy" patient with ~1,000 resources for
-$everything. Resources go through `extract` and `SqliteStore.write()` exactly as the server writes them,
+(ServiceRequest), practitioners and organisations (20 consortium members), plus one "heavy" patient
+with ~1,000 resources for $everything. Each patient has the care-relationship CareTeam the hub keeps
+(its registering member and its referrals' performers), for searches as a member (search_queries.py).
+Resources go through `extract` and `SqliteStore.write()` exactly as the server writes them,
 in big transactions.
 
     .venv/bin/python bench/search_load.py --db /tmp/search-bench.db --resources 1000000
@@ -20,6 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fhir_server.interactions.care_team import Participant, team_body  # noqa: E402
+from fhir_server.model.access_record import MEMBER_SYSTEM  # noqa: E402
 from fhir_server.search.extract import extract  # noqa: E402
 from fhir_server.search.registry import build_registry  # noqa: E402
 from fhir_server.storage.protocol import NewVersion  # noqa: E402
@@ -198,7 +202,29 @@ def patient_bundle(rng: random.Random, n: int, scale: float = 1.0) -> list[dict[
                 "authoredOn": _date(rng),
             }
         )
+    out.append(care_team(out))
     return out
+
+
+def member_code(org: int) -> str:
+    """The consortium member code of Organization/org<i> (`urn:yilian:member`)."""
+    return f"M{org:02d}"
+
+
+def care_team(bundle: list[dict[str, Any]]) -> dict[str, Any]:
+    """The care-relationship CareTeam the hub keeps for this patient (`interactions/care_team.py`): its
+    registering organization and its referrals' performers, written as the hub writes it."""
+    patient = bundle[0]
+    participants: dict[str, Participant] = {}
+    for ref, role in [(patient["managingOrganization"]["reference"], "registered")] + [
+        (p["reference"], "performer")
+        for r in bundle
+        if r["resourceType"] == "ServiceRequest"
+        for p in r["performer"]
+    ]:
+        code = member_code(int(ref.removeprefix("Organization/org")))
+        participants.setdefault(code, Participant(ref)).roles.add(role)
+    return team_body(patient["id"], participants)
 
 
 def reference_data() -> list[dict[str, Any]]:
@@ -207,7 +233,10 @@ def reference_data() -> list[dict[str, Any]]:
             "resourceType": "Organization",
             "id": f"org{i}",
             "name": f"乡镇卫生院{i}",
-            "identifier": [{"system": "urn:org", "value": f"ORG{i}"}],
+            "identifier": [
+                {"system": "urn:org", "value": f"ORG{i}"},
+                {"system": MEMBER_SYSTEM, "value": member_code(i)},
+            ],
         }
         for i in range(20)
     ]
@@ -241,7 +270,7 @@ async def load(db: Path, total: int, batch: int, seed: int) -> None:
         chunk, pending = pending[:batch], pending[batch:]
         async with store.write() as tx:
             for body in chunk:
-                body["meta"] = {"versionId": "1", "lastUpdated": LAST_UPDATED}
+                body["meta"] = {**body.get("meta", {}), "versionId": "1", "lastUpdated": LAST_UPDATED}
                 await tx.write_version(
                     NewVersion(
                         body["resourceType"],

@@ -169,7 +169,9 @@ class _Members:
 
 
 @dataclass
-class _Participant:
+class Participant:
+    """One member's relationships to a person: an Organization of it (as named), and the roles."""
+
     organization: str
     roles: set[str] = field(default_factory=set)
 
@@ -306,14 +308,14 @@ def _section_relations(written: dict[tuple[str, str], JsonObject | None]) -> dic
     return out
 
 
-async def _participants(relations: _Relations, members: _Members) -> dict[str, _Participant]:
+async def _participants(relations: _Relations, members: _Members) -> dict[str, Participant]:
     """Member code → its relationships to the person (`care_team.py`'s rule)."""
-    found: dict[str, _Participant] = {}
+    found: dict[str, Participant] = {}
 
     async def add(org: str, role: str) -> None:
         code = await members.code(org)
         if code is not None:
-            found.setdefault(code, _Participant(org)).roles.add(role)
+            found.setdefault(code, Participant(org)).roles.add(role)
 
     for body in relations.patients:
         managing = body.get("managingOrganization")
@@ -345,7 +347,8 @@ async def _related(
     return bodies
 
 
-def _team_body(patient: str, participants: dict[str, _Participant]) -> JsonObject:
+def team_body(patient: str, participants: dict[str, Participant]) -> JsonObject:
+    """The care-relationship CareTeam of Patient `patient` (participants by member code)."""
     members = []
     for code in sorted(participants):
         p = participants[code]
@@ -370,7 +373,7 @@ async def _write_team(
     tx: WriteTransaction,
     latest: _Latest,
     patient: str,
-    participants: dict[str, _Participant],
+    participants: dict[str, Participant],
     changes: list[ResourceChanged],
     *,
     fresh: bool,
@@ -383,7 +386,7 @@ async def _write_team(
     if not participants or await latest.patient(patient) is None:
         await delete_resource(service, tx, "CareTeam", team_id, changes=changes, hub_owned=True)
         return
-    body = _team_body(patient, participants)
+    body = team_body(patient, participants)
     await write_resource(
         service, tx, "CareTeam", team_id, body, method="PUT", changes=changes, hub_owned=True, minted=fresh
     )

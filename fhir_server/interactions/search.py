@@ -46,7 +46,7 @@ async def search_bundle(
     if view is not None:
         query = view.restrict(registry, query)
     path = f"{base_url}/{resource_type}" if resource_type else base_url
-    return await run_search(store, registry, query, base_url=base_url, path=path, view=view)
+    return await run_search(store, registry, query, base_url=base_url, path=path, view=view, restricted=True)
 
 
 def compartment_filter(
@@ -89,7 +89,7 @@ async def compartment_search(
     if view is not None:
         query = view.restrict(registry, query)
     path = f"{base_url}/{compartment}/{compartment_id}/{resource_type}"
-    return await run_search(store, registry, query, base_url=base_url, path=path, view=view)
+    return await run_search(store, registry, query, base_url=base_url, path=path, view=view, restricted=True)
 
 
 def with_filters(query: SearchQuery, *filters: Filter) -> SearchQuery:
@@ -105,17 +105,19 @@ async def run_search(
     path: str,
     leading: list[StoredVersion] | None = None,
     view: MemberView | None = None,
+    restricted: bool = False,
 ) -> JsonObject:
     """Execute `query` and build the searchset Bundle; `leading` resources are put first as matches.
 
-    `view`: a member's. The query already carries its filter (`MemberView.restrict`); what includes add
-    is checked here, and so are the matches, as a second line: a match the check refuses is left out
-    (a system query like `$everything`'s reaches types the filter cannot be written for)."""
+    `view`: a member's. What includes add is checked here. So are the matches, unless the query carries
+    the member's filter (`restricted`, `MemberView.restrict`): a system query like `$everything`'s
+    reaches types the filter cannot be written for, and its matches are checked one by one."""
     page = await store.search(query)
     matches = [*(leading or []), *page.resources]
     included = await resolve_includes(store, registry, query.includes, matches) if query.includes else []
     if view is not None:
-        matches = await view.visible(store, registry, matches)
+        if not restricted:
+            matches = await view.visible(store, registry, matches)
         included = await view.visible(store, registry, included)
     return searchset(query, page, matches, included, base_url=base_url, path=path)
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from fhir_server.errors import InvalidSearch
-from fhir_server.search.ast import SearchQuery
+from fhir_server.search.ast import Chain, Filter, Has, SearchQuery
 from fhir_server.storage.protocol import SearchPage, StoredVersion
 from fhir_server.storage.sqlite.compile import (
     Sql,
@@ -54,20 +54,65 @@ def decode_cursor(token: str) -> tuple[str, list[Any], int]:
         raise InvalidSearch(f"Invalid paging cursor '{token}'") from exc
 
 
-def choose_driver(conn: sqlite3.Connection, query: SearchQuery) -> tuple[int | None, bool]:
+class ProbeCache:
+    """Recent probe counts of chained filters (`Chain`, `Has`), which are costly to probe (a join per
+    row, up to `PROBE_LIMIT` rows) and come back in query after query: a member client's view filter
+    (`interactions/member_view.py`) is in every search it makes. A count only steers the choice of
+    driver, so one a few seconds old is good enough; a zero is never kept, as a zero ends the search.
+    Shared by the reader threads (dict operations are atomic under the GIL)."""
+
+    def __init__(self, ttl: float = 10.0, size: int = 1024) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._counts: dict[tuple[Any, ...], tuple[int, float]] = {}
+
+    def get(self, key: tuple[Any, ...]) -> int | None:
+        found = self._counts.get(key)
+        if found is None or found[1] < time.monotonic():
+            return None
+        return found[0]
+
+    def put(self, key: tuple[Any, ...], n: int) -> None:
+        if n == 0:
+            return
+        if len(self._counts) >= self.size:
+            self._counts.pop(next(iter(self._counts)), None)
+        self._counts[key] = (n, time.monotonic() + self.ttl)
+
+
+SELECTIVE_ENOUGH = 100
+"""A driver this selective needs no better one: further probes would cost more than they save."""
+
+
+def _probe(conn: sqlite3.Connection, f: Filter, types: tuple[str, ...], cache: ProbeCache | None) -> int:
+    key = (f, types) if cache is not None and isinstance(f, Chain | Has) else None
+    if key is not None and cache is not None and (n := cache.get(key)) is not None:
+        return n
+    sql = driver_probe(f, types, PROBE_LIMIT)
+    (n,) = conn.execute(sql.text, sql.params).fetchone()
+    if key is not None and cache is not None:
+        cache.put(key, int(n))
+    return int(n)
+
+
+def choose_driver(
+    conn: sqlite3.Connection, query: SearchQuery, cache: ProbeCache | None = None
+) -> tuple[int | None, bool]:
     """Index of the most selective drivable filter (None when all of them match many rows), and
     whether one of them matched nothing: filters are ANDed, so then nothing matches at all. That is
-    the usual answer for conditional creates of new resources, and it saves the page query."""
+    the usual answer for conditional creates of new resources, and it saves the page query. Plain
+    filters are probed first (cheap, and often selective enough to stop), chained ones after."""
     best: tuple[int, int] | None = None
     probes = 0
-    for i, f in enumerate(query.filters):
+    order = sorted(range(len(query.filters)), key=lambda i: isinstance(query.filters[i], Chain | Has))
+    for i in order:
+        f = query.filters[i]
         if not drivable(f):
             continue
-        if probes == MAX_PROBES:
+        if probes == MAX_PROBES or (best is not None and best[1] <= SELECTIVE_ENOUGH):
             break
         probes += 1
-        sql = driver_probe(f, query.types, PROBE_LIMIT)
-        (n,) = conn.execute(sql.text, sql.params).fetchone()
+        n = _probe(conn, f, query.types, cache)
         if n < PROBE_LIMIT and (best is None or n < best[1]):
             best = (i, n)
             if n == 0:
@@ -76,10 +121,14 @@ def choose_driver(conn: sqlite3.Connection, query: SearchQuery) -> tuple[int | N
 
 
 def _page_rows(
-    conn: sqlite3.Connection, query: SearchQuery, limit: int, cursor: str | None
+    conn: sqlite3.Connection,
+    query: SearchQuery,
+    limit: int,
+    cursor: str | None,
+    cache: ProbeCache | None = None,
 ) -> tuple[list[tuple[Any, ...]], bool, bool]:
     """(rows in page order, more after, more before)."""
-    driver, empty = choose_driver(conn, query)
+    driver, empty = choose_driver(conn, query, cache)
     if empty and not cursor:
         return [], False, False
     after: tuple[list[Any], int] | None = None
@@ -167,8 +216,8 @@ def load_current(conn: sqlite3.Connection, rids: list[int]) -> list[StoredVersio
     return [by_rid[rid] for rid in rids if rid in by_rid]
 
 
-def count_matches(conn: sqlite3.Connection, query: SearchQuery) -> int:
-    driver, empty = choose_driver(conn, query)
+def count_matches(conn: sqlite3.Connection, query: SearchQuery, cache: ProbeCache | None = None) -> int:
+    driver, empty = choose_driver(conn, query, cache)
     if empty:
         return 0
     sql = compile_count(query, driver)
@@ -176,12 +225,14 @@ def count_matches(conn: sqlite3.Connection, query: SearchQuery) -> int:
     return int(n)
 
 
-def execute_search(conn: sqlite3.Connection, query: SearchQuery) -> SearchPage:
+def execute_search(
+    conn: sqlite3.Connection, query: SearchQuery, cache: ProbeCache | None = None
+) -> SearchPage:
     """One page of `query` (its cursor decides which), with the total when asked for."""
-    total = count_matches(conn, query) if query.wants_total else None
+    total = count_matches(conn, query, cache) if query.wants_total else None
     if query.count == 0 or query.summary == "count":
         return SearchPage([], total, None, None)
-    rows, more_after, more_before = _page_rows(conn, query, query.count, query.cursor)
+    rows, more_after, more_before = _page_rows(conn, query, query.count, query.cursor, cache)
     nkeys = len(query.sort)
     resources = load_current(conn, [row[0] for row in rows])
     next_cursor = _cursor_of(rows[-1], "n", nkeys) if rows and more_after else None

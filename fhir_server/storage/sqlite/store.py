@@ -108,6 +108,7 @@ class SqliteStore:
         self._synchronous = "FULL"  # the writer connection's current PRAGMA synchronous
         self._unsynced = False  # a commit made with synchronous=NORMAL is not yet covered by an fsync
         self._matches = MatchCache()
+        self._probes = sqlite_search.ProbeCache()  # recent selectivity probes of chained filters
         self._data_version: int | None = None  # the writer's `PRAGMA data_version` when a group began
         self._checkpointer: Checkpointer | None = None
         self._thread: WriterThread | None = None  # the writer connection's statements and COMMITs
@@ -184,7 +185,7 @@ class SqliteStore:
         return int(await self._pool.run(lambda conn: conn.execute(sql, params).fetchone()[0]))
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        return await self._pool.run(lambda conn: sqlite_search.execute_search(conn, query))
+        return await self._pool.run(lambda conn: sqlite_search.execute_search(conn, query, self._probes))
 
     @property
     def _pool(self) -> ReaderPool:
