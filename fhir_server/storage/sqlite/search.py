@@ -143,12 +143,23 @@ def _page_rows(
     if rows is None:
         sql = compile_page(query, driver=driver, after=after, backwards=backwards, limit=limit + 1)
         rows = conn.execute(sql.text, sql.params).fetchall()
+        if driver is not None and not query.sort and not _in_rid_order(rows, backwards):
+            LOGGER.warning("SQLite returned a driven page out of rid order; sorting it instead")
+            sql = compile_page(
+                query, driver=driver, after=after, backwards=backwards, limit=limit + 1, in_driver_order=False
+            )
+            rows = conn.execute(sql.text, sql.params).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     if backwards:
         rows.reverse()
         return rows, True, more
     return rows, more, after is not None
+
+
+def _in_rid_order(rows: list[tuple[Any, ...]], backwards: bool) -> bool:
+    rids = [row[0] for row in rows]
+    return rids == sorted(rids, reverse=backwards)
 
 
 def _read_streams(conn: sqlite3.Connection, streams: tuple[Sql, ...], wanted: int) -> list[tuple[Any, ...]]:

@@ -93,9 +93,26 @@ def test_golden_sql(
     plan = parse_search(
         rtype, [tuple(p.split("=", 1)) for p in query.split("&")], shared_registry(), strict=True
     )
-    compiled = compile_page(plan, driver=driver, after=after, backwards=False, limit=21)
+    compiled = compile_page(
+        plan, driver=driver, after=after, backwards=False, limit=21, in_driver_order=False
+    )
     assert compiled.text == sql
     assert compiled.params == params
+    assert compiled.text.count("?") == len(compiled.params)
+
+
+def test_a_driven_page_walks_the_drivers_rids_in_order_and_stops_at_the_page_size() -> None:
+    plan = parse_search(
+        "Patient", [("identifier", "urn:mrn|7"), ("gender", "male")], shared_registry(), strict=True
+    )
+    compiled = compile_page(plan, driver=0, after=([], 9), backwards=False, limit=21)
+    assert compiled.text == (
+        "SELECT r.rid, r.type, r.id FROM (SELECT DISTINCT rid FROM (SELECT x1.rid FROM idx_token x1 WHERE "
+        "x1.param = ? AND (x1.code = ? AND x1.system = ?)) WHERE rid > ? ORDER BY rid ASC LIMIT -1) d "
+        "CROSS JOIN resource r ON r.rid = d.rid WHERE r.deleted = 0 AND r.type = ? AND EXISTS (SELECT 1 FROM "
+        "idx_token x2 INDEXED BY idx_token_rid WHERE x2.rid = r.rid AND x2.param = ? AND (x2.code = ?)) LIMIT ?"
+    )
+    assert compiled.params[1:5] == ["7", "urn:mrn", 9, "Patient"] and compiled.params[-2:] == ["male", 21]
     assert compiled.text.count("?") == len(compiled.params)
 
 
