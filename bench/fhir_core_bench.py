@@ -1,6 +1,7 @@
 """FHIR core throughput over real HTTP against one `yilian serve` process on SQLite.
 
-Prints: single-resource create/s and read/s (wrk, 8 connections, keep-alive) and transaction ingest of
+Prints: single-resource create/s and read/s (wrk, 8 connections, keep-alive; reads as an admin client and
+as a member client, whose reads check its care relationships, with the ratio) and transaction ingest of
 Synthea-sized bundles in resources/s. Targets (issue 2): create ≥ 1,000/s, read ≥ 3,000/s,
 transaction ≥ 3,000 resources/s. Needs `wrk` (apt-get install wrk); falls back to a Python client.
 """
@@ -32,8 +33,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+ADMIN = {"Authorization": "Bearer bench-admin"}
+MEMBER = {"Authorization": "Bearer bench-member"}
+TOKENS = {
+    "bench-admin": "bench-ops",
+    "bench-member": {"client": "bench-his", "member": "BENCH", "role": "member"},
+}
+
+
 def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "YILIAN_MLLP_PORT": "0", "YILIAN_DICOM_PORT": "0"}
+    env = {
+        **os.environ,
+        "YILIAN_MLLP_PORT": "0",
+        "YILIAN_DICOM_PORT": "0",
+        "YILIAN_API_TOKENS": json.dumps(TOKENS),
+    }
     cmd = [
         sys.executable,
         "-m",
@@ -49,12 +63,17 @@ def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     for _ in range(200):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/fhir/metadata", timeout=1).status_code == 200:  # public
                 return proc
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("server did not start")
+
+
+def header_script(path: Path, headers: dict[str, str]) -> Path:
+    path.write_text("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()), encoding="utf-8")
+    return path
 
 
 def wrk(url: str, script: Path | None, connections: int = 8) -> float:
@@ -80,6 +99,14 @@ PATIENT = {
     "birthDate": "1980-05-17",
     "telecom": [{"system": "phone", "value": "13800000000"}],
     "address": [{"text": "浙江省杭州市西湖区", "city": "杭州市", "state": "浙江省"}],
+}
+
+
+OBSERVATION = {
+    "resourceType": "Observation",
+    "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+    "valueQuantity": {"value": 132, "unit": "g/L", "system": "http://unitsofmeasure.org", "code": "g/L"},
 }
 
 
@@ -175,16 +202,33 @@ def main() -> None:
             'wrk.method = "POST"\n'
             f'wrk.body = "{body}"\n'
             'wrk.headers["Content-Type"] = "application/fhir+json"\n'
-            'wrk.headers["Prefer"] = "return=minimal"\n',
+            'wrk.headers["Prefer"] = "return=minimal"\n'
+            f'wrk.headers["Authorization"] = "{ADMIN["Authorization"]}"\n',
             encoding="utf-8",
         )
         print(f"create (POST Patient, 8 connections, {DURATION}s):")
         create_rate = wrk(f"{base}/Patient", post)
         print(f"  create: {create_rate:,.0f}/s (target >= 1,000/s)")
-        pid = httpx.post(f"{base}/Patient", json=PATIENT).json()["id"]
-        print(f"read (GET Patient/id, 8 connections, {DURATION}s):")
-        read_rate = wrk(f"{base}/Patient/{pid}", None)
-        print(f"  read: {read_rate:,.0f}/s (target >= 3,000/s)")
+        # The member's own patient (it registers it) and an Observation of hers: a member's read checks
+        # the patient's care-relationship CareTeam; the admin's is the unrestricted reference.
+        pid = httpx.post(f"{base}/Patient", json=PATIENT, headers=MEMBER).json()["id"]
+        obs = {**OBSERVATION, "subject": {"reference": f"Patient/{pid}"}}
+        oid = httpx.post(f"{base}/Observation", json=obs, headers=MEMBER).json()["id"]
+        admin, member = header_script(tmp / "admin.lua", ADMIN), header_script(tmp / "member.lua", MEMBER)
+        rates = {}
+        for label, url, script in (
+            ("admin, Patient", f"{base}/Patient/{pid}", admin),
+            ("member, Patient", f"{base}/Patient/{pid}", member),
+            ("admin, Observation", f"{base}/Observation/{oid}", admin),
+            ("member, Observation", f"{base}/Observation/{oid}", member),
+        ):
+            who, kind = label.split(", ")
+            print(f"read (GET {kind}/id as {who}, 8 connections, {DURATION}s):")
+            rates[label] = wrk(url, script)
+            print(f"  read: {rates[label]:,.0f}/s (target >= 3,000/s)")
+        for kind in ("Patient", "Observation"):
+            ratio = rates[f"member, {kind}"] / rates[f"admin, {kind}"]
+            print(f"  member / admin read of {kind}, same run: {ratio:.2f}")
         bundles = [orjson.dumps(synthea_bundle()) for _ in range(16)]
         per_bundle = len(synthea_bundle()["entry"])
         size = per_bundle * len(bundles)
@@ -192,13 +236,15 @@ def main() -> None:
         for parallel in (1, 2):
             with httpx.Client(timeout=120) as warm:
                 warm.post(
-                    base, content=orjson.dumps(synthea_bundle(2, 2)), headers=headers
+                    base, content=orjson.dumps(synthea_bundle(2, 2)), headers={**headers, **ADMIN}
                 ).raise_for_status()
 
             async def upload(chunk: list[bytes]) -> None:
                 async with httpx.AsyncClient(timeout=120) as client:
                     for body in chunk:
-                        (await client.post(base, content=body, headers=headers)).raise_for_status()
+                        (
+                            await client.post(base, content=body, headers={**headers, **ADMIN})
+                        ).raise_for_status()
 
             async def run(parallel: int = parallel) -> float:
                 started = time.perf_counter()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any
 
 from fhir_server.errors import Forbidden
@@ -35,6 +36,7 @@ PATIENT_PARAMS = ("patient", "subject")
 Patient compartment parameter (Group: member, Schedule: actor)."""
 
 
+@cache
 def person_types() -> frozenset[str]:
     """The types whose resources belong to a person (a member sees those of its persons only)."""
     return (frozenset(compartment_params("Patient")) | {"Patient", "Task"}) - NOT_PERSON_DATA
