@@ -81,7 +81,12 @@ def build_instance_router() -> RouteTable:
         body = await read_resource_body(request)
         stamp_registration(request.scope.get(API_CLIENT_SCOPE_KEY), body)
         result = await crud.update(
-            state.service, resource_type, resource_id, body, if_match=request.headers.get("if-match")
+            state.service,
+            resource_type,
+            resource_id,
+            body,
+            if_match=request.headers.get("if-match"),
+            view=view_of(request),
         )
         return write_response(result.stored, 201 if result.created else 200, neg, base_url(request))
 
@@ -91,14 +96,21 @@ def build_instance_router() -> RouteTable:
         state = state_of(request)
         operations = await read_patch_body(request)
         result = await crud.patch(
-            state.service, resource_type, resource_id, operations, if_match=request.headers.get("if-match")
+            state.service,
+            resource_type,
+            resource_id,
+            operations,
+            if_match=request.headers.get("if-match"),
+            view=view_of(request),
         )
         return write_response(result.stored, 200, neg, base_url(request), location=False)
 
     @router.delete("/{resource_type}/{resource_id}")
     async def delete(request: Request, resource_type: str, resource_id: str) -> Response:
         negotiate(request)
-        stored = await crud.delete(state_of(request).service, resource_type, resource_id)
+        stored = await crud.delete(
+            state_of(request).service, resource_type, resource_id, view=view_of(request)
+        )
         headers = {"ETag": f'W/"{stored.version}"'} if stored is not None else {}
         return Response(status_code=204, headers=headers)
 

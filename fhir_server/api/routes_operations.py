@@ -72,7 +72,10 @@ def build_operation_router() -> RouteTable:
     async def merge(request: Request) -> Response:
         neg = negotiate(request)
         answer = await patient_merge(
-            state_of(request).service, await read_resource_body(request), agent=_client(request)
+            state_of(request).service,
+            await read_resource_body(request),
+            agent=_client(request),
+            view=view_of(request),
         )
         return json_response(answer, pretty=neg.pretty)
 

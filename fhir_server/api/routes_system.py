@@ -54,7 +54,11 @@ def build_system_router() -> RouteTable:
         )
         if kind == "transaction":
             result = await transaction(
-                state.service, body, base_url=base_url(request), return_resources=return_resources
+                state.service,
+                body,
+                base_url=base_url(request),
+                return_resources=return_resources,
+                view=view_of(request),
             )
         elif kind == "batch":
             result = await batch(

@@ -107,7 +107,11 @@ def build_type_router() -> RouteTable:
         body = await read_resource_body(request)
         stamp_registration(request.scope.get(API_CLIENT_SCOPE_KEY), body)
         result = await crud.create(
-            state.service, resource_type, body, if_none_exist=request.headers.get("if-none-exist")
+            state.service,
+            resource_type,
+            body,
+            if_none_exist=request.headers.get("if-none-exist"),
+            view=view_of(request),
         )
         return write_response(result.stored, 201 if result.changed else 200, neg, base_url(request))
 
@@ -119,7 +123,12 @@ def build_type_router() -> RouteTable:
         body = await read_resource_body(request)
         stamp_registration(request.scope.get(API_CLIENT_SCOPE_KEY), body)
         result = await crud.conditional_update(
-            state.service, resource_type, _criteria(request), body, if_match=request.headers.get("if-match")
+            state.service,
+            resource_type,
+            _criteria(request),
+            body,
+            if_match=request.headers.get("if-match"),
+            view=view_of(request),
         )
         return write_response(result.stored, 201 if result.created else 200, neg, base_url(request))
 
@@ -135,13 +144,16 @@ def build_type_router() -> RouteTable:
             operations,
             criteria=_criteria(request),
             if_match=request.headers.get("if-match"),
+            view=view_of(request),
         )
         return write_response(result.stored, 200, neg, base_url(request), location=False)
 
     @router.delete("/{resource_type}")
     async def conditional_delete(request: Request, resource_type: str) -> Response:
         negotiate(request)
-        stored = await crud.conditional_delete(state_of(request).service, resource_type, _criteria(request))
+        stored = await crud.conditional_delete(
+            state_of(request).service, resource_type, _criteria(request), view=view_of(request)
+        )
         return Response(status_code=204, headers={"ETag": f'W/"{stored.version}"'} if stored else {})
 
     return router

@@ -395,12 +395,14 @@ async def transaction(
     base_url: str,
     return_resources: bool = False,
     durable: bool = True,
+    view: MemberView | None = None,
 ) -> JsonObject:
-    """`durable=False`: see `ResourceStore.write` (only for a caller with its own durable journal)."""
+    """`durable=False`: see `ResourceStore.write` (only for a caller with its own durable journal).
+    `view`: a member client's, whose writes are checked (`MemberView.check_writes`)."""
     entries = _entries(service, bundle, base_url)
     ordered = sorted(entries, key=_rank)
     responses: dict[int, JsonObject] = {}
-    async with write_section(service, durable=durable) as (tx, changes):
+    async with write_section(service, durable=durable, view=view) as (tx, changes):
         resolver = _Resolver(service, tx)
         await _assign_targets(service, tx, ordered, resolver)
         await _rewrite_all(ordered, resolver, base_url)
@@ -429,7 +431,8 @@ async def batch(
     return_resources: bool = False,
     view: MemberView | None = None,
 ) -> JsonObject:
-    """`view`: a member's; a GET entry for what it does not see answers 404, as a read would."""
+    """`view`: a member's; a GET entry for what it does not see answers 404, as a read would, and a
+    write it may not make answers 403."""
     entries = _entries(service, bundle, base_url)
     out: list[JsonObject] = []
     for entry in entries:
@@ -439,7 +442,7 @@ async def batch(
                 entry.response["_resource"] = stored
                 response: JsonObject = {"status": "200 OK", "etag": f'W/"{stored.version}"'}
             else:
-                async with write_section(service) as (tx, changes):
+                async with write_section(service, view=view) as (tx, changes):
                     resolver = _Resolver(service, tx)
                     await _assign_targets(service, tx, [entry], resolver)
                     await _rewrite_all([entry], resolver, base_url)

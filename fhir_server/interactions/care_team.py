@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.members import MemberCodes, organization
 from fhir_server.interactions.service import FhirService
 from fhir_server.interactions.write import delete_resource, write_resource
 from fhir_server.model.access_record import MEMBER_SYSTEM
@@ -52,8 +53,6 @@ RELATIONSHIPS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
 it names. Each type's `patient` search parameter finds them for a person."""
 MAX_RELATED = 10_000
 """Resources of one type read per person when its relationships are recomputed."""
-MAX_PART_OF = 5
-"""Organization.partOf steps walked up to a member (a department's Organization names its hospital)."""
 
 Named = frozenset[tuple[str, str, str]]
 """(patient id, organization: `Organization/<id>` or `urn:yilian:member|<code>`, role)."""
@@ -70,19 +69,6 @@ def _references(value: Any, path: list[str]) -> list[JsonObject]:
     return _references(value.get(path[0]), path[1:])
 
 
-def _organization(reference: JsonObject) -> str | None:
-    """`Organization/<id>`, or `urn:yilian:member|<code>` for a logical reference to a member."""
-    ref = reference.get("reference")
-    if isinstance(ref, str) and ref.startswith("Organization/") and "/" not in ref[len("Organization/") :]:
-        return ref
-    identifier = reference.get("identifier")
-    if isinstance(identifier, dict) and identifier.get("system") == MEMBER_SYSTEM:
-        value = identifier.get("value")
-        if isinstance(value, str) and value:
-            return f"{MEMBER_SYSTEM}|{value}"
-    return None
-
-
 def named(resource_type: str, body: Any) -> Named:
     """The (patient, organization, role) relationships a resource states; empty for a deletion."""
     spec = RELATIONSHIPS.get(resource_type)
@@ -95,7 +81,7 @@ def named(resource_type: str, body: Any) -> Named:
         (patient, org, role)
         for path, role in spec[1]
         for ref in _references(body, path.split("."))
-        if (org := _organization(ref)) is not None
+        if (org := organization(ref)) is not None
     )
 
 
@@ -128,44 +114,11 @@ def _provisions(provision: Any) -> list[tuple[str, str]]:
         if kind in ("permit", "deny")
         and isinstance(actor, dict)
         and isinstance(actor.get("reference"), dict)
-        and (org := _organization(actor["reference"])) is not None
+        and (org := organization(actor["reference"])) is not None
     ]
     for nested in listed(provision, "provision"):
         out.extend(_provisions(nested))
     return out
-
-
-class _Members:
-    """Organization → member code (its `urn:yilian:member` identifier, or its `partOf` ancestor's),
-    read once per section."""
-
-    def __init__(self, tx: WriteTransaction) -> None:
-        self.tx = tx
-        self.known: dict[str, str | None] = {}
-
-    async def code(self, organization: str) -> str | None:
-        if organization.startswith(MEMBER_SYSTEM + "|"):
-            return organization.split("|", 1)[1]
-        if organization not in self.known:
-            self.known[organization] = await self._lookup(organization.removeprefix("Organization/"))
-        return self.known[organization]
-
-    async def _lookup(self, org_id: str) -> str | None:
-        for _ in range(MAX_PART_OF):
-            found = await self.tx.current("Organization", org_id)
-            body = found.body if found is not None else None
-            if body is None:
-                return None
-            for identifier in listed(body, "identifier"):
-                if isinstance(identifier, dict) and identifier.get("system") == MEMBER_SYSTEM:
-                    value = identifier.get("value")
-                    if isinstance(value, str) and value:
-                        return value
-            parent = (body.get("partOf") or {}).get("reference")
-            if not isinstance(parent, str) or not parent.startswith("Organization/"):
-                return None
-            org_id = parent[len("Organization/") :]
-        return None
 
 
 @dataclass
@@ -201,7 +154,7 @@ async def settle(service: FhirService, tx: WriteTransaction, changes: list[Resou
     minted = {c.id for c in changes if c.resource_type == "Patient" and c.minted}
     latest = _Latest(tx, changes)
     in_section: dict[str, _Relations] | None = None
-    members = _Members(tx)
+    members = MemberCodes(tx)
     for patient, orgs in added.items():
         if patient in dirty:
             continue
@@ -308,7 +261,7 @@ def _section_relations(written: dict[tuple[str, str], JsonObject | None]) -> dic
     return out
 
 
-async def _participants(relations: _Relations, members: _Members) -> dict[str, Participant]:
+async def _participants(relations: _Relations, members: MemberCodes) -> dict[str, Participant]:
     """Member code → its relationships to the person (`care_team.py`'s rule)."""
     found: dict[str, Participant] = {}
 
@@ -319,7 +272,7 @@ async def _participants(relations: _Relations, members: _Members) -> dict[str, P
 
     for body in relations.patients:
         managing = body.get("managingOrganization")
-        org = _organization(managing) if isinstance(managing, dict) and not is_master(body) else None
+        org = organization(managing) if isinstance(managing, dict) and not is_master(body) else None
         if org is not None:
             await add(org, "registered")
     for kind, body in relations.related:

@@ -75,11 +75,16 @@ async def vread(
 
 
 async def create(
-    service: FhirService, resource_type: str, body: JsonObject, *, if_none_exist: str | None = None
+    service: FhirService,
+    resource_type: str,
+    body: JsonObject,
+    *,
+    if_none_exist: str | None = None,
+    view: MemberView | None = None,
 ) -> WriteResult:
     check_type(service, resource_type)
     check_body(resource_type, body)
-    async with write_section(service) as (tx, changes):
+    async with write_section(service, view=view) as (tx, changes):
         result = await create_resource(
             service, tx, resource_type, body, if_none_exist=if_none_exist, changes=changes
         )
@@ -93,6 +98,7 @@ async def update(
     body: JsonObject,
     *,
     if_match: str | None = None,
+    view: MemberView | None = None,
 ) -> WriteResult:
     check_type(service, resource_type)
     check_body(resource_type, body)
@@ -101,7 +107,7 @@ async def update(
             f"The body's id '{body.get('id')}' does not match the URL's id '{resource_id}'",
             expression=f"{resource_type}.id",
         )
-    async with write_section(service) as (tx, changes):
+    async with write_section(service, view=view) as (tx, changes):
         result = await write_resource(
             service, tx, resource_type, resource_id, body, method="PUT", if_match=if_match, changes=changes
         )
@@ -109,11 +115,17 @@ async def update(
 
 
 async def conditional_update(
-    service: FhirService, resource_type: str, criteria: str, body: JsonObject, *, if_match: str | None = None
+    service: FhirService,
+    resource_type: str,
+    criteria: str,
+    body: JsonObject,
+    *,
+    if_match: str | None = None,
+    view: MemberView | None = None,
 ) -> WriteResult:
     check_type(service, resource_type)
     check_body(resource_type, body)
-    async with write_section(service) as (tx, changes):
+    async with write_section(service, view=view) as (tx, changes):
         target, minted = await conditional_target(service, tx, resource_type, criteria, body.get("id"))
         result = await write_resource(
             service,
@@ -154,9 +166,10 @@ async def patch(
     *,
     criteria: str | None = None,
     if_match: str | None = None,
+    view: MemberView | None = None,
 ) -> WriteResult:
     check_type(service, resource_type)
-    async with write_section(service) as (tx, changes):
+    async with write_section(service, view=view) as (tx, changes):
         if criteria is not None:
             matches = await resolve_criteria(service, tx, resource_type, criteria)
             if len(matches) != 1:
@@ -183,16 +196,20 @@ async def patch(
     return result
 
 
-async def delete(service: FhirService, resource_type: str, resource_id: str) -> StoredVersion | None:
+async def delete(
+    service: FhirService, resource_type: str, resource_id: str, *, view: MemberView | None = None
+) -> StoredVersion | None:
     check_type(service, resource_type)
-    async with write_section(service) as (tx, changes):
+    async with write_section(service, view=view) as (tx, changes):
         stored = await delete_resource(service, tx, resource_type, resource_id, changes=changes)
     return stored
 
 
-async def conditional_delete(service: FhirService, resource_type: str, criteria: str) -> StoredVersion | None:
+async def conditional_delete(
+    service: FhirService, resource_type: str, criteria: str, *, view: MemberView | None = None
+) -> StoredVersion | None:
     check_type(service, resource_type)
-    async with write_section(service) as (tx, changes):
+    async with write_section(service, view=view) as (tx, changes):
         matches = await resolve_criteria(service, tx, resource_type, criteria, follow_merges=False)
         if len(matches) > 1:
             raise PreconditionFailed(

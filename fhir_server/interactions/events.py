@@ -26,6 +26,12 @@ class ResourceChanged:
     (`care_team.settle` sees a referral whose performer changed, or a deleted one)."""
     minted: bool = False
     """The server made this resource's id in this write section: nothing stored before can name it."""
+    by_hub: bool = False
+    """The hub wrote this version of its own accord (a master, a CareTeam, its Provenance), not a client:
+    what a member client may write (`member_view.check_writes`) is not asked of it."""
+    unchanged: bool = False
+    """A client's write that changed nothing (its body equals the current version's, kept as it is): not
+    published, but a member client's right to make it is checked like any other write's."""
 
 
 Handler = Callable[[ResourceChanged], Awaitable[None]]
@@ -44,6 +50,8 @@ class EventBus:
 
     async def publish(self, changes: list[ResourceChanged]) -> None:
         for change in changes:
+            if change.unchanged:
+                continue
             for handler in self._handlers:
                 try:
                     await handler(change)

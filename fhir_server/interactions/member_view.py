@@ -22,13 +22,15 @@ from functools import cache
 from typing import Any
 
 from fhir_server.errors import Forbidden
+from fhir_server.interactions.events import ResourceChanged
+from fhir_server.interactions.members import MemberCodes, organization
 from fhir_server.model.care import ACCESS_SYSTEM, care_team_id, member_codes
 from fhir_server.search.ast import Filter, SearchQuery
 from fhir_server.search.compartments import compartment_params
 from fhir_server.search.extract import reference_value
 from fhir_server.search.parse import parse_search
 from fhir_server.search.registry import SearchRegistry
-from fhir_server.storage.protocol import ResourceStore, StoredVersion
+from fhir_server.storage.protocol import ResourceStore, StoredVersion, WriteTransaction
 
 NOT_PERSON_DATA = frozenset({"AuditEvent"})
 PATIENT_PARAMS = ("patient", "subject")
@@ -99,7 +101,7 @@ class MemberView:
         wanted: dict[int, set[str]] = {}
         for i, version in enumerate(versions):
             if self.covers(version.resource_type):
-                wanted[i] = _patients_of(registry, version)
+                wanted[i] = _patients_of(registry, version.resource_type, version.id, version.body)
         teams = sorted({care_team_id(p) for patients in wanted.values() for p in patients})
         found = await store.current_many([("CareTeam", team) for team in teams])
         listing = {team.id for team in found if self.member in member_codes(team.body)}
@@ -112,17 +114,72 @@ class MemberView:
     async def sees(self, store: ResourceStore, registry: SearchRegistry, version: StoredVersion) -> bool:
         return bool(await self.visible(store, registry, [version]))
 
+    async def check_writes(
+        self, registry: SearchRegistry, tx: WriteTransaction, changes: list[ResourceChanged]
+    ) -> None:
+        """Raise `Forbidden` unless this member may make every change its client asked for in the section
+        (run before the section's care relationships are settled, so they are the ones it had):
+        - a Patient record is its own (`managingOrganization` is its member), before and after;
+        - a Task it changes or deletes names its member as requester or owner;
+        - any other resource of a person (created, changed or deleted) is of a person it sees, or of a
+          Patient record of its own written in the same section.
+        What the hub writes of its own accord (masters, CareTeams, Provenance, a merge's re-pointing) is
+        not asked of it."""
+        members = MemberCodes(tx)
+        for change in changes:
+            if change.by_hub or change.reason is not None or not self.covers(change.resource_type):
+                continue
+            where = f"{change.resource_type}/{change.id}"
+            if change.resource_type == "Patient":
+                for body, what in ((change.previous, "is another member's record"), (change.resource, None)):
+                    if body is not None and not await self._owns_patient(members, body):
+                        raise Forbidden(
+                            f"{where} {what or 'names another member as managingOrganization'}: a member "
+                            "writes its own Patient records only",
+                            expression="Patient.managingOrganization",
+                        )
+                continue
+            if change.resource_type == "Task" and change.previous is not None:
+                named = [
+                    r for key in ("requester", "owner") if isinstance(r := change.previous.get(key), dict)
+                ]
+                orgs = [org for r in named if (org := organization(r)) is not None]
+                codes = [await members.code(org) for org in orgs]
+                if self.member not in codes:
+                    raise Forbidden(
+                        f"{where}: a member changes the Tasks it requested or owns", expression="Task.owner"
+                    )
+            for body in (change.previous, change.resource):
+                for patient in _patients_of(registry, change.resource_type, change.id, body):
+                    if not await self._may_write_for(tx, members, patient):
+                        raise Forbidden(
+                            f"{where} is for Patient/{patient}, a person this member has no care "
+                            "relationship with",
+                            expression=change.resource_type,
+                        )
 
-def _patients_of(registry: SearchRegistry, version: StoredVersion) -> set[str]:
+    async def _owns_patient(self, members: MemberCodes, body: Any) -> bool:
+        managing = body.get("managingOrganization") if isinstance(body, dict) else None
+        org = organization(managing) if isinstance(managing, dict) else None
+        return org is not None and await members.code(org) == self.member
+
+    async def _may_write_for(self, tx: WriteTransaction, members: MemberCodes, patient: str) -> bool:
+        team = await tx.current("CareTeam", care_team_id(patient))
+        if team is not None and self.member in member_codes(team.body):
+            return True
+        record = await tx.current("Patient", patient)  # its own record, perhaps written just now
+        return record is not None and await self._owns_patient(members, record.body)
+
+
+def _patients_of(registry: SearchRegistry, resource_type: str, resource_id: str, body: Any) -> set[str]:
     """The ids of the Patients a resource belongs to, read as its patient parameter is indexed."""
-    body: Any = version.body
-    if body is None:
+    if not isinstance(body, dict):
         return set()
-    if version.resource_type == "Patient":
-        return {version.id}
-    code = patient_param(registry, version.resource_type)
+    if resource_type == "Patient":
+        return {resource_id}
+    code = patient_param(registry, resource_type)
     out: set[str] = set()
-    for cp in registry.compiled(version.resource_type):
+    for cp in registry.compiled(resource_type):
         if cp.param.code == code:
             for node in cp.extract(body):
                 ref = reference_value(node[0])

@@ -321,7 +321,15 @@ async def _record_provenance(
         "entity": [{"role": "removal", "what": {"reference": f"Patient/{source.id}"}}],
     }
     await write_resource(
-        service, tx, "Provenance", new_resource_id(), provenance, method="POST", changes=changes, minted=True
+        service,
+        tx,
+        "Provenance",
+        new_resource_id(),
+        provenance,
+        method="POST",
+        changes=changes,
+        minted=True,
+        hub_owned=True,
     )
 
 

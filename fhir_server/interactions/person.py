@@ -278,7 +278,17 @@ async def _record_provenance(
         "entity": [{"role": "source", "what": {"reference": f"Patient/{source_id}"}}],
     }
     rid = new_resource_id()
-    await write(service, tx, "Provenance", rid, provenance, method="POST", changes=changes, minted=True)
+    await write(
+        service,
+        tx,
+        "Provenance",
+        rid,
+        provenance,
+        method="POST",
+        changes=changes,
+        minted=True,
+        hub_owned=True,
+    )
 
 
 async def member_record(tx: WriteTransaction, rid: str, what: str) -> StoredVersion:

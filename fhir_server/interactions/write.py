@@ -235,9 +235,10 @@ async def write_resource(
 
     `minted`: the server has just made `resource_id` (`new_id()`), so nothing can be stored under it
     and the read of the current version is skipped (most writes of a transaction Bundle are these).
-    `hub_owned`: the hub itself writes (a master Patient, a care-relationship CareTeam); any other
-    Patient write is a member's record and is placed in the consortium record (`person.py`) in this
-    same section, and no client writes a care-relationship CareTeam (`model/care.py`). `index`: the
+    `hub_owned`: the hub itself writes (a master Patient, a care-relationship CareTeam, its
+    Provenance); any other Patient write is a member's record and is placed in the consortium record
+    (`person.py`) in this same section, and no client writes a care-relationship CareTeam
+    (`model/care.py`). `index`: the
     section's resident IDs, when it writes many Patients (a transaction Bundle). `sparse`: elements the
     body lacks keep their current values (HL7 v2 update semantics, `model/sparse_update.py`). `reason`:
     see `ResourceChanged.reason`."""
@@ -273,6 +274,18 @@ async def write_resource(
         placement = await person.place_source(service, tx, resource, current, index)
     if current is not None and current.body is not None and same_content(current.body, resource):
         # A no-op update (an HIS resending unchanged demographics) keeps the current version, as HAPI does.
+        if not hub_owned:
+            changes.append(
+                ResourceChanged(
+                    resource_type,
+                    resource_id,
+                    current.version,
+                    method,
+                    current.body,
+                    previous=current.body,
+                    unchanged=True,
+                )
+            )
         return WriteResult(current, created=False, changed=False)
     if not (hub_owned and resource_type == "CareTeam"):
         validate_or_raise(service, resource)  # a care-relationship CareTeam is the hub's own making
@@ -289,7 +302,9 @@ async def write_resource(
     )
     previous = current.body if current is not None else None
     changes.append(
-        ResourceChanged(resource_type, resource_id, version, method, resource, reason, previous, minted)
+        ResourceChanged(
+            resource_type, resource_id, version, method, resource, reason, previous, minted, hub_owned
+        )
     )
     if index is not None and resource_type == "Patient":
         index.wrote(resource_id, resource)
@@ -332,7 +347,15 @@ async def delete_resource(
         NewVersion(resource_type, resource_id, current.version + 1, service.clock(), "DELETE", None, None)
     )
     changes.append(
-        ResourceChanged(resource_type, resource_id, stored.version, "DELETE", None, previous=current.body)
+        ResourceChanged(
+            resource_type,
+            resource_id,
+            stored.version,
+            "DELETE",
+            None,
+            previous=current.body,
+            by_hub=hub_owned,
+        )
     )
     if index is not None and resource_type == "Patient":
         index.wrote(resource_id, None)

@@ -330,3 +330,78 @@ async def test_break_glass_reads_beyond_the_policy_and_is_audited_as_emergency_t
     assert event["entity"][0]["what"] == {"reference": f"Patient/{county}"}
     # An ordinary read afterwards is back inside the policy.
     assert await net.status("t-village", f"Patient/{county}") == 404
+
+
+async def test_a_member_writes_its_own_records_and_for_the_persons_it_sees_only(
+    net: Consortium, http: httpx.AsyncClient
+) -> None:
+    county = await net.patient("t-county", "XYRMYY", "王")
+    record = (await http.get(f"/fhir/Patient/{county}", headers=as_("t-county"))).json()
+
+    async def refused(r: httpx.Response, why: str) -> None:
+        assert r.status_code == 403 and why in r.json()["issue"][0]["diagnostics"], r.text
+
+    await refused(
+        await http.put(f"/fhir/Patient/{county}", json=record, headers=as_("t-village")), "own Patient"
+    )
+    await refused(await http.delete(f"/fhir/Patient/{county}", headers=as_("t-village")), "own Patient")
+    theirs = {"resourceType": "Patient", "managingOrganization": {"reference": net.orgs["XYRMYY"]}}
+    await refused(await http.post("/fhir/Patient", json=theirs, headers=as_("t-village")), "own Patient")
+    system, code = CODE.split("|")
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": system, "code": code}]},
+        "subject": {"reference": f"Patient/{county}"},
+    }
+    await refused(
+        await http.post("/fhir/Observation", json=obs, headers=as_("t-village")), "no care relationship"
+    )
+    # Nor can it give itself access by writing a referral that names it.
+    referral = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{county}"},
+        "requester": {"reference": net.orgs["HSZWSY"]},
+        "performer": [{"reference": net.orgs["HSZWSY"]}],
+    }
+    await refused(await http.post("/fhir/ServiceRequest", json=referral, headers=as_("t-village")), "no care")
+    assert await net.status("t-village", f"Patient/{county}") == 404
+
+    # Its own new patient and her first result, in one transaction.
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:1",
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {**obs, "subject": {"reference": "urn:uuid:1"}},
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
+    r = await http.post("/fhir", json=bundle, headers=as_("t-village"))
+    assert r.status_code == 200, r.text
+
+    # Referred, the village writes results for her; the county's Task stays the county's.
+    await net.referral("t-county", county, requester="XYRMYY", performer="HSZWSY")
+    assert (await http.post("/fhir/Observation", json=obs, headers=as_("t-village"))).status_code == 201
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "for": {"reference": f"Patient/{county}"},
+        "requester": {"reference": net.orgs["XYRMYY"]},
+        "owner": {"reference": net.orgs["XYRMYY"]},
+    }
+    task_id = await net.post("t-county", task)
+    done = {**task, "id": task_id, "status": "completed"}
+    await refused(
+        await http.put(f"/fhir/Task/{task_id}", json=done, headers=as_("t-village")), "requested or owns"
+    )
+    assert (await http.put(f"/fhir/Task/{task_id}", json=done, headers=as_("t-county"))).status_code == 200

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_server.interactions.member_view import MemberView
 from fhir_server.interactions.merge import MergeResult, merge_patients, output_parameters, parse_request
 from fhir_server.interactions.section import write_section
 from fhir_server.interactions.service import FhirService
@@ -27,10 +28,13 @@ class _RollBack(Exception):
         self.result = result
 
 
-async def patient_merge(service: FhirService, body: JsonObject, *, agent: str) -> JsonObject:
+async def patient_merge(
+    service: FhirService, body: JsonObject, *, agent: str, view: MemberView | None = None
+) -> JsonObject:
+    """`view`: a member client's, which merges its own records only (`MemberView.check_writes`)."""
     request = parse_request(body)
     try:
-        async with write_section(service) as (tx, changes):
+        async with write_section(service, view=view) as (tx, changes):
             result = await merge_patients(service, tx, request, changes=changes, agent=agent)
             if request.preview:
                 raise _RollBack(result)
