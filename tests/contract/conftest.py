@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from fhir_server.hub import open_hub
+from fhir_server.settings import Settings
 from fhir_server.storage.memory.store import MemoryStore
 from fhir_server.storage.protocol import ResourceStore
 from fhir_server.storage.sqlite.store import SqliteStore
@@ -46,3 +51,24 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield made
     finally:
         await made.close()
+
+
+@asynccontextmanager
+async def hub_client(backend: str, tmp_path: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of a whole hub on `backend` (its listeners on ephemeral ports, audit held back)."""
+    store = await _make(backend, tmp_path)
+    if store is None:
+        pytest.skip(f"{backend} backend not available")
+    config = Settings(
+        db=tmp_path / "hub.db",
+        dicom_storage=tmp_path / "dicom",
+        hl7_journal=tmp_path / "journal.db",
+        mllp_port=0,
+        dicom_port=0,
+        audit_flush_seconds=3600.0,
+        **settings,
+    )
+    async with open_hub(config, store) as hub:
+        transport = httpx.ASGITransport(app=hub.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as c:
+            yield c

@@ -10,28 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fhir_server.hub import open_hub
-from fhir_server.settings import Settings
-from tests.contract.conftest import BACKENDS, _make
+from tests.contract.conftest import BACKENDS, hub_client
 
 
 @pytest.fixture(params=BACKENDS)
 async def client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    store = await _make(request.param, tmp_path)
-    if store is None:
-        pytest.skip(f"{request.param} backend not available")
-    settings = Settings(
-        db=tmp_path / "hub.db",
-        dicom_storage=tmp_path / "dicom",
-        hl7_journal=tmp_path / "journal.db",
-        mllp_port=0,
-        dicom_port=0,
-        audit_flush_seconds=3600.0,
-    )
-    async with open_hub(settings, store) as hub:
-        transport = httpx.ASGITransport(app=hub.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as c:
-            yield c
+    async with hub_client(request.param, tmp_path) as c:
+        yield c
 
 
 def _bundle(mrn: str, *, broken: bool = False) -> dict:

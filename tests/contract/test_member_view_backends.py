@@ -10,9 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fhir_server.hub import open_hub
-from fhir_server.settings import Settings
-from tests.contract.conftest import BACKENDS, _make
+from tests.contract.conftest import BACKENDS, hub_client
 
 TOKENS: dict[str, Any] = {
     "t-admin": "ops",
@@ -27,23 +25,8 @@ def as_(token: str) -> dict[str, str]:
 
 @pytest.fixture(params=BACKENDS)
 async def client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    store = await _make(request.param, tmp_path)
-    if store is None:
-        pytest.skip(f"{request.param} backend not available")
-    settings = Settings(
-        db=tmp_path / "hub.db",
-        dicom_storage=tmp_path / "dicom",
-        hl7_journal=tmp_path / "journal.db",
-        mllp_port=0,
-        dicom_port=0,
-        audit_flush_seconds=3600.0,
-        api_tokens=TOKENS,
-        match_review=False,
-    )
-    async with open_hub(settings, store) as hub:
-        transport = httpx.ASGITransport(app=hub.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as c:
-            yield c
+    async with hub_client(request.param, tmp_path, api_tokens=TOKENS, match_review=False) as c:
+        yield c
 
 
 async def _post(c: httpx.AsyncClient, token: str, resource: dict[str, Any]) -> str:
