@@ -47,7 +47,12 @@ def _is_loopback(host: str) -> bool:
 
 def check_exposure(settings: Settings) -> None:
     """Refuse to serve FHIR beyond this machine without bearer tokens, unless explicitly allowed."""
-    if _is_loopback(settings.host) or settings.api_tokens or settings.allow_open_network:
+    if (
+        _is_loopback(settings.host)
+        or settings.api_tokens
+        or settings.smart_clients
+        or settings.allow_open_network
+    ):
         return
     raise UnsafeExposure(
         f"refusing to serve patient data on {settings.host} without access control: set YILIAN_API_TOKENS "

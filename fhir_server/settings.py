@@ -6,7 +6,7 @@ Built once in the composition root (`cli.py`) and passed down; nothing reads the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +24,24 @@ class ApiClientEntry(BaseModel):
 
     @model_validator(mode="after")
     def _member_roles_name_a_member(self) -> ApiClientEntry:
+        if self.role in ("member", "reader") and not self.member:
+            raise ValueError(f"client {self.client!r} has role {self.role!r} and needs its member's code")
+        return self
+
+
+class SmartClientEntry(BaseModel):
+    """A SMART Backend Services client (`api/smart.py`): its name, member and role as for a token, the
+    public keys it signs its assertions with (a JWKS: `{"keys": [...]}`, RS384 or ES384), and the
+    scopes it may be granted (SMART v1 `system/<Type>.read|write|*` or v2 `system/<Type>.cruds`)."""
+
+    client: str
+    member: str | None = None
+    role: Role = "member"
+    jwks: dict[str, Any]
+    scope: str = "system/*.read"
+
+    @model_validator(mode="after")
+    def _member_roles_name_a_member(self) -> SmartClientEntry:
         if self.role in ("member", "reader") and not self.member:
             raise ValueError(f"client {self.client!r} has role {self.role!r} and needs its member's code")
         return self
@@ -50,6 +68,8 @@ class Settings(BaseSettings):
     # bearer token -> client (JSON in env): "<client name>" (an admin client, as before) or
     # {"client": "...", "member": "<member code>", "role": "member|reader|admin|auditor"}
     api_tokens: dict[str, str | ApiClientEntry] = Field(default_factory=dict)
+    smart_clients: dict[str, SmartClientEntry] = Field(default_factory=dict)  # client_id → client
+    smart_token_seconds: int = 300  # lifetime of an access token the SMART token endpoint issues
     allow_open_network: bool = False  # serve FHIR on a non-loopback address without tokens (not advised)
     audit_flush_seconds: float = 1.0  # AuditEvents of every access are written in batches this often
     # Consortium record: Patient/$match grades below a resident-ID match (interactions/matching.py)

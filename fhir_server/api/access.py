@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlencode
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhir_server.api.responses import json_response
+from fhir_server.api.scopes import SmartScope, permits
 from fhir_server.errors import Issue
 from fhir_server.interactions.member_view import MemberView
 from fhir_server.model.access_record import MEMBER_SYSTEM
@@ -46,6 +47,8 @@ class ApiClient:
     name: str
     role: Role = "admin"
     member: str | None = None
+    scopes: tuple[SmartScope, ...] | None = None
+    """SMART system scopes of a Backend Services token (`smart.py`); None for a static token (no bound)."""
 
 
 API_CLIENT_SCOPE_KEY = "yilian.api_client"
@@ -65,7 +68,44 @@ PATIENT_DATA = frozenset(compartment_params("Patient")) | {"Patient", "Task"}
 
 def refusal(client: ApiClient, method: str, parts: list[str], *, dicomweb: bool = False) -> str | None:
     """Why `client` may not make this request (`parts`: the path below the FHIR base or `/dicomweb`),
-    or None when it may. A Bundle POSTed to the base is checked per entry (`bundle_refusal`)."""
+    or None when it may: its role (`_role_refusal`), then its SMART scopes (`_scope_refusal`). A Bundle
+    POSTed to the base is checked per entry (`bundle_refusal`)."""
+    why = _role_refusal(client, method, parts, dicomweb=dicomweb)
+    if why is None and client.scopes is not None:
+        why = _scope_refusal(list(client.scopes), method, parts, dicomweb=dicomweb)
+    return why
+
+
+def _scope_refusal(scopes: list[SmartScope], method: str, parts: list[str], *, dicomweb: bool) -> str | None:
+    """What a SMART token's scopes do not cover: the resource type and the permission (c r u d s)."""
+    if dicomweb:
+        kind, letter = "ImagingStudy", ("r" if method in READ_METHODS else "c")
+    elif not parts or parts[0] == "metadata":
+        return None  # the capability statement; a Bundle's entries are checked one by one
+    else:
+        operation = next((p for p in parts if p.startswith("$")), None)
+        kind = parts[2] if len(parts) == 3 and not operation and parts[2] != "_history" else parts[0]
+        if operation == "$validate":
+            return None
+        if operation == "$everything":
+            kind, letter = "*", "r"  # every type of the patient's record
+        elif operation == "$match" or parts[-1] == "_search":
+            letter = "s"
+        elif operation == "$merge":
+            letter = "u"
+        elif method in READ_METHODS:
+            by_id = len(parts) >= 2 and not parts[1].startswith(("_", "$")) and len(parts) != 3
+            letter = "r" if by_id or (len(parts) >= 3 and parts[2] == "_history") else "s"
+        else:
+            letter = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(method, "u")
+    if permits(scopes, kind, letter):
+        return None
+    granted = " ".join(f"system/{k}.{''.join(sorted(v, key='cruds'.index))}" for k, v in scopes)
+    what = "every type" if kind == "*" else kind
+    return f"the token's scopes ({granted}) do not allow '{letter}' on {what}"
+
+
+def _role_refusal(client: ApiClient, method: str, parts: list[str], *, dicomweb: bool = False) -> str | None:
     role = client.role
     if role == "admin":
         return None

@@ -18,6 +18,8 @@ from fhir_server.api.routes_instance import build_instance_router
 from fhir_server.api.routes_operations import OPERATIONS, build_compartment_router, build_operation_router
 from fhir_server.api.routes_system import build_system_router
 from fhir_server.api.routes_type import build_type_router
+from fhir_server.api.routing import RouteTable
+from fhir_server.api.smart import TOKEN_PATH, WELL_KNOWN_PATH, TokenIssuer, build_smart_router
 from fhir_server.errors import FhirError, Issue, MethodNotAllowed, NotFound
 from fhir_server.interactions.audit import AuditTrail
 from fhir_server.interactions.capabilities import OperationInfo
@@ -72,13 +74,18 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
     prefix = settings.base_path
-    routers = (
+    routers: tuple[RouteTable, ...] = (
         build_operation_router(),
         build_system_router(),
         build_type_router(),
         build_instance_router(),
         build_compartment_router(),
     )
+    issuer = (
+        TokenIssuer(settings.smart_clients, settings.smart_token_seconds) if settings.smart_clients else None
+    )
+    if issuer is not None:
+        routers = (build_smart_router(issuer), *routers)
     for table in routers:
         app.router.routes.extend(table.routes(prefix))
     # Starlette runs the last-added middleware first: the token check wraps the access log, which then
@@ -93,11 +100,12 @@ def create_app(
             record=audit.record,
             clock=service.clock,
         )
-    if settings.api_tokens:
+    if settings.api_tokens or issuer is not None:
         app.add_middleware(
             BearerTokenMiddleware,
             tokens=settings.api_tokens,
             protected=(prefix, DICOMWEB_BASE),
-            public=(f"{prefix}/metadata",),
+            public=(f"{prefix}/metadata", f"{prefix}{WELL_KNOWN_PATH}", f"{prefix}{TOKEN_PATH}"),
+            issuer=issuer,
         )
     return app

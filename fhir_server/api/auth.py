@@ -3,9 +3,11 @@
 The hub holds patient data, so nothing is open by default on a network: `yilian serve` refuses a
 non-loopback bind without tokens (see `serve.check_exposure`). With `YILIAN_API_TOKENS` set (token →
 client: a name, meaning an admin client, or `{"client", "member", "role"}`), every request except the
-CapabilityStatement (which SMART clients read before they authenticate) needs `Authorization: Bearer
-<token>`; the client name then identifies the agent in AuditEvents, and its role bounds what it may ask
-(`access.py`: 403 with an OperationOutcome saying why). Tokens are compared in constant time.
+CapabilityStatement and the SMART discovery and token endpoints (read before a client authenticates)
+needs `Authorization: Bearer <token>`, a static token or an access token from the SMART Backend Services
+token endpoint (`smart.py`); the client name then identifies the agent in AuditEvents, and its role
+bounds what it may ask (`access.py`: 403 with an OperationOutcome saying why). Static tokens are
+compared in constant time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhir_server.api.access import API_CLIENT_SCOPE_KEY, ApiClient
 from fhir_server.api.responses import json_response
+from fhir_server.api.smart import TokenIssuer
 from fhir_server.errors import Issue
 from fhir_server.model.outcomes import operation_outcome
 from fhir_server.settings import ApiClientEntry
@@ -58,11 +61,13 @@ class BearerTokenMiddleware:
         tokens: Mapping[str, str | ApiClientEntry],
         protected: tuple[str, ...],
         public: tuple[str, ...],
+        issuer: TokenIssuer | None = None,
     ):
         self.app = app
         self.clients = registered_clients(tokens)
         self.protected = protected
         self.public = public
+        self.issuer = issuer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -71,7 +76,10 @@ class BearerTokenMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         raw = headers.get(b"authorization")
-        client = client_for(raw.decode("latin-1") if raw else None, self.clients)
+        header = raw.decode("latin-1") if raw else None
+        client = client_for(header, self.clients)
+        if client is None and self.issuer is not None and header and header[:7].lower() == "bearer ":
+            client = self.issuer.client_for(header[7:].strip())  # a SMART Backend Services token
         if client is None:
             reason = "missing" if raw is None else "not valid"
             response = json_response(
