@@ -12,6 +12,7 @@ from fhir_server.api.disclosed import note_bundle
 from fhir_server.api.negotiation import negotiate
 from fhir_server.api.responses import json_response
 from fhir_server.api.routing import RouteTable
+from fhir_server.api.smart import capability_security
 from fhir_server.errors import BadRequest, Forbidden
 from fhir_server.interactions.bundles import batch, transaction
 from fhir_server.interactions.capabilities import capability_statement
@@ -31,6 +32,9 @@ def build_system_router() -> RouteTable:
             base_url=base_url(request),
             operations=state.operations,
             instant=state.service.clock(),
+            security=capability_security(base_url(request), smart=bool(state.settings.smart_clients))
+            if state.settings.api_tokens or state.settings.smart_clients
+            else None,
         )
         return json_response(statement, pretty=neg.pretty)
 

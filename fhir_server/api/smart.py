@@ -29,6 +29,7 @@ from fhir_server.api.routing import RouteTable
 from fhir_server.api.scopes import covered, parse_scope, parse_scopes
 from fhir_server.settings import SmartClientEntry
 
+JsonObject = dict[str, Any]
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ALGORITHMS = ["RS384", "ES384"]
 MAX_ASSERTION_LIFETIME = 300
@@ -130,6 +131,35 @@ class TokenIssuer:
             return None
         scopes = tuple(scope for word in str(claims.get("scope", "")).split() if (scope := parse_scope(word)))
         return ApiClient(entry.client, entry.role, entry.member, scopes)
+
+
+def capability_security(base: str, *, smart: bool) -> JsonObject:
+    """`CapabilityStatement.rest.security` for a hub that needs bearer tokens (and offers SMART)."""
+    security: JsonObject = {
+        "cors": False,
+        "description": "Bearer tokens: static per-client tokens"
+        + (
+            ", or SMART Backend Services access tokens (client_credentials, private_key_jwt)" if smart else ""
+        ),
+    }
+    if smart:
+        security["service"] = [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ]
+        security["extension"] = [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": base + TOKEN_PATH}],
+            }
+        ]
+    return security
 
 
 def _key_for(entry: SmartClientEntry, kid: Any) -> Any:

@@ -49,8 +49,14 @@ def _search_params(service: FhirService, resource_type: str) -> list[JsonObject]
 
 
 def capability_statement(
-    service: FhirService, *, base_url: str, operations: Iterable[OperationInfo], instant: str
+    service: FhirService,
+    *,
+    base_url: str,
+    operations: Iterable[OperationInfo],
+    instant: str,
+    security: JsonObject | None = None,
 ) -> JsonObject:
+    """`security`: `rest.security` as the HTTP edge configures it (bearer tokens, SMART)."""
     ops = list(operations)
     resources: list[JsonObject] = []
     for resource_type in sorted(service.resource_types):
@@ -77,6 +83,8 @@ def capability_statement(
         "resource": resources,
         "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS] + [{"code": "search-system"}],
     }
+    if security is not None:
+        rest["security"] = security
     system_ops = [o for o in ops if not o.resource_types]
     if system_ops:
         rest["operation"] = [{"name": o.name, "definition": o.definition} for o in system_ops]

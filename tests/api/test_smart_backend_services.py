@@ -91,6 +91,9 @@ async def token_request(http: httpx.AsyncClient, signed: str, scope: str) -> htt
 
 
 async def test_a_jwks_registered_client_gets_a_token_whose_scopes_bound_it(http: httpx.AsyncClient) -> None:
+    security = (await http.get("/fhir/metadata")).json()["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    assert security["extension"][0]["extension"][0]["valueUri"] == "http://t/fhir/auth/token"
     config = (await http.get("/fhir/.well-known/smart-configuration")).json()
     endpoint = config["token_endpoint"]
     assert (
