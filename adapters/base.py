@@ -49,8 +49,12 @@ class Sink(Protocol):
         """Make every submit so far durable."""
         ...
 
-    async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
-        """Run a FHIR search and return the `searchset` Bundle (first page; follow `next` via params)."""
+    async def search(
+        self, resource_type: str, params: list[tuple[str, str]], *, member: str | None = None
+    ) -> JsonObject:
+        """Run a FHIR search and return the `searchset` Bundle (first page; follow `next` via params).
+        `member`: search as that member's clients see (its care relationships), for a request a member's
+        client made; a remote hub applies its own token's view instead."""
         ...
 
     async def read(self, resource_type: str, resource_id: str) -> JsonObject | None:
@@ -143,7 +147,9 @@ class HttpSink:
     def audit(self, record: AccessRecord) -> None:
         """Nothing to do: the remote server audits the requests this Sink makes to it."""
 
-    async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
+    async def search(
+        self, resource_type: str, params: list[tuple[str, str]], *, member: str | None = None
+    ) -> JsonObject:
         resp = await self._send("GET", f"{self._base}/{resource_type}", params=params)
         if resp.status_code >= 400:
             raise error_from_outcome(resp.status_code, _json_or_none(resp))

@@ -41,7 +41,9 @@ class NullSink:
     async def sync(self) -> None:
         pass
 
-    async def search(self, resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
+    async def search(
+        self, resource_type: str, params: list[tuple[str, str]], *, member: str | None = None
+    ) -> dict[str, Any]:
         return {"resourceType": "Bundle", "type": "searchset", "entry": []}
 
     async def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:

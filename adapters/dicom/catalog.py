@@ -33,16 +33,30 @@ class Catalog:
         self._sink = sink
         self._store = store
 
-    async def find(self, level: str, criteria: Mapping[str, str]) -> list[Record]:
-        """Records at `level` matching `criteria`; raises FhirError when the FHIR store fails."""
+    async def find(
+        self, level: str, criteria: Mapping[str, str], *, member: str | None = None
+    ) -> list[Record]:
+        """Records at `level` matching `criteria`; raises FhirError when the FHIR store fails. `member`:
+        as that member's clients see (series and instances: of the studies it sees)."""
         if level == "STUDY":
-            records = study_records(await self._sink.search("ImagingStudy", study_search_params(criteria)))
+            found = await self._sink.search("ImagingStudy", study_search_params(criteria), member=member)
+            records = study_records(found)
         elif level == "PATIENT":
-            records = patient_records(await self._sink.search("Patient", patient_search_params(criteria)))
+            records = patient_records(
+                await self._sink.search("Patient", patient_search_params(criteria), member=member)
+            )
+        elif member is not None and not await self.sees_study(criteria.get("StudyInstanceUID"), member):
+            records = []
         else:
             instances = await asyncio.to_thread(self._store.select, **uid_filters(criteria))
             records = level_records(level, instances)
         return [r for r in records if matches(r, criteria)]
+
+    async def sees_study(self, study_uid: str | None, member: str) -> bool:
+        """Whether `member` sees the study `study_uid` (its ImagingStudy is of a person it sees)."""
+        if not study_uid:
+            return False
+        return bool(await self.find("STUDY", {"StudyInstanceUID": study_uid}, member=member))
 
     async def worklist(self, calling_ae: str, member: str | None) -> list[Record]:
         """Active imaging ServiceRequests as worklist items for the calling modality.

@@ -37,6 +37,7 @@ from adapters.dicom.query import (
 from adapters.dicom.summary import InvalidInstance
 from adapters.dicom.vocabulary import NATIVE_TRANSFER_SYNTAXES
 from fhir_server.errors import FhirError
+from fhir_server.model.access_record import MEMBER_VIEW_SCOPE_KEY
 from fhir_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,9 @@ class DicomWeb:
         for key, name in (("study", "StudyInstanceUID"), ("series", "SeriesInstanceUID")):
             if key in params:
                 criteria[name] = params[key]
+        member = request.scope.get(MEMBER_VIEW_SCOPE_KEY)
         try:
-            records = (await self._catalog.find(level, criteria))[offset:]
+            records = (await self._catalog.find(level, criteria, member=member))[offset:]
         except FhirError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         if limit is not None:
@@ -146,7 +148,12 @@ class DicomWeb:
         ], f"{_FRAME_MEDIA.get(ts, 'application/octet-stream')}; transfer-syntax={ts}"
 
     async def _selected(self, request: Request) -> list[StoredInstance]:
+        """The instances a WADO-RS path names; none (404) for a member client's request about a study of
+        a person it does not see."""
         p = request.path_params
+        member = request.scope.get(MEMBER_VIEW_SCOPE_KEY)
+        if member is not None and not await self._catalog.sees_study(p.get("study"), member):
+            return []
         criteria = {}
         level = "STUDY"
         for key, name, lvl in (

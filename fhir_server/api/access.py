@@ -32,7 +32,7 @@ from fhir_server.api.responses import json_response
 from fhir_server.api.scopes import SmartScope, permits
 from fhir_server.errors import Issue
 from fhir_server.interactions.member_view import MemberView
-from fhir_server.model.access_record import MEMBER_SYSTEM
+from fhir_server.model.access_record import MEMBER_SYSTEM, MEMBER_VIEW_SCOPE_KEY
 from fhir_server.model.outcomes import operation_outcome
 from fhir_server.search.compartments import compartment_params
 from fhir_server.settings import Role
@@ -274,6 +274,9 @@ class AccessPolicyMiddleware:
                     log.warning(
                         "break-glass read by %s (member %s): %s %s", client.name, client.member, method, path
                     )
+            view = member_view(scope)
+            if view is not None:
+                scope[MEMBER_VIEW_SCOPE_KEY] = view.member  # for the DICOMweb routes (model-level key)
             extra = None if dicomweb else own_events_only(client, method, parts)
             if extra is not None:
                 query = scope.get("query_string", b"").decode("latin-1")

@@ -11,6 +11,7 @@ from typing import Any
 from fhir_server.errors import BadRequest, FhirError
 from fhir_server.interactions import crud
 from fhir_server.interactions.bundles import batch, transaction
+from fhir_server.interactions.member_view import MemberView
 from fhir_server.interactions.search import search_bundle
 from fhir_server.interactions.service import FhirService
 from fhir_server.model.access_record import AccessRecord
@@ -47,7 +48,9 @@ class InProcessSink:
     async def sync(self) -> None:
         await self._service.store.sync()
 
-    async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
+    async def search(
+        self, resource_type: str, params: list[tuple[str, str]], *, member: str | None = None
+    ) -> JsonObject:
         return await search_bundle(
             self._service.store,
             self._service.registry,
@@ -55,6 +58,7 @@ class InProcessSink:
             params,
             base_url=self._base_url,
             strict=True,
+            view=MemberView(member) if member else None,
         )
 
     async def read(self, resource_type: str, resource_id: str) -> JsonObject | None:

@@ -11,6 +11,10 @@ from typing import Any
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 MEMBER_SYSTEM = "urn:yilian:member"
+MEMBER_VIEW_SCOPE_KEY = "yilian.member_view"
+"""The member code whose view of patient data a request gets, in the ASGI scope (set by the HTTP
+edge's access policy for member and reader clients): the DICOMweb routes, which may import only the
+model, pass it to their Sink's searches, so a member's QIDO and WADO see its persons' studies only."""
 """Identifier.system of consortium members (their Organization codes; `adapters.identity` says the same)."""
 IMPORT = (DCM, "110107", "Import")
 """A member system's data received (an HL7 message applied, DICOM instances stored)."""

@@ -48,7 +48,9 @@ class RecordingSink:
     async def sync(self) -> None:
         pass
 
-    async def search(self, resource_type: str, params: list[tuple[str, str]]) -> JsonObject:
+    async def search(
+        self, resource_type: str, params: list[tuple[str, str]], *, member: str | None = None
+    ) -> JsonObject:
         hits = [r for r in self.resources if r.get("resourceType") == resource_type]
         return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in hits]}
 

@@ -218,3 +218,49 @@ async def test_dicom_traffic_is_audited(hub_listener):
     assert store["entity"][0]["what"]["identifier"]["value"] == f"urn:oid:{study}"
     assert found["C-FIND"]["type"]["code"] == "110112"
     assert found["QIDO-RS"]["type"]["code"] == "110112"
+
+
+async def test_dicomweb_shows_a_member_the_studies_of_its_persons_only(tmp_path):
+    """QIDO-RS and WADO-RS by a member's viewer: the studies of persons its member has a care
+    relationship with (here: the township's modality, AE TOWNA of member org-town-a, registered the
+    patient); another member's viewer
+    finds nothing and gets 404."""
+    tokens = {
+        "t-admin": "ops",
+        "t-town": {"client": "town-viewer", "member": "org-town-a", "role": "reader"},
+        "t-village": {"client": "village-viewer", "member": "HSZWSY", "role": "reader"},
+    }
+    settings = Settings(
+        db=tmp_path / "hub.db",
+        dicom_storage=tmp_path / "dicom",
+        dicom_stable_seconds=0.3,
+        dicom_known_aes={"TOWNA": "org-town-a"},
+        dicom_workers=1,
+        api_tokens=tokens,
+        match_review=False,
+    )
+    admin, town, village = ({"Authorization": f"Bearer {t}"} for t in ("t-admin", "t-town", "t-village"))
+    async with open_hub(settings) as hub:
+        service = await start_dicom(settings, hub.sink, port=0)
+        hub.app.mount("/dicomweb", build_dicomweb_app(settings, hub.sink, service.instances))
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=hub.app), base_url="http://t"
+        ) as client:
+            try:
+                study = generate_uid()
+                await asyncio.to_thread(_store_all, service.port, [make_instance(study, generate_uid())])
+
+                async def published():
+                    return (await client.get("/dicomweb/studies", headers=admin)).json()
+
+                await wait_for(published)
+                assert len((await client.get("/dicomweb/studies", headers=town)).json()) == 1
+                assert (await client.get("/dicomweb/studies", headers=village)).json() == []
+                series = f"/dicomweb/studies/{study}/series"
+                assert len((await client.get(series, headers=town)).json()) == 1
+                assert (await client.get(series, headers=village)).json() == []
+                metadata = f"/dicomweb/studies/{study}/metadata"
+                assert (await client.get(metadata, headers=town)).status_code == 200
+                assert (await client.get(metadata, headers=village)).status_code == 404
+            finally:
+                await service.close()

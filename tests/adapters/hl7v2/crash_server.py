@@ -28,8 +28,10 @@ class StallingSink:
     async def sync(self) -> None:
         pass
 
-    async def search(self, resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
-        return await self.inner.search(resource_type, params)  # type: ignore[no-any-return]
+    async def search(
+        self, resource_type: str, params: list[tuple[str, str]], *, member: str | None = None
+    ) -> dict[str, Any]:
+        return await self.inner.search(resource_type, params, member=member)  # type: ignore[no-any-return]
 
     async def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
         return await self.inner.read(resource_type, resource_id)  # type: ignore[no-any-return]
