@@ -66,6 +66,11 @@ PATIENT_DATA = frozenset(compartment_params("Patient")) | {"Patient", "Task"}
 """Types a member writes: the records of persons (in R4's Patient compartment, and Task, which is not)."""
 
 
+def _reading(method: str, parts: list[str]) -> bool:
+    """Whether a request only reads: GET/HEAD, or POST of `_search` or a read-only operation."""
+    return method in READ_METHODS or (method == "POST" and bool(parts) and parts[-1] in READ_ONLY_OPERATIONS)
+
+
 def refusal(client: ApiClient, method: str, parts: list[str], *, dicomweb: bool = False) -> str | None:
     """Why `client` may not make this request (`parts`: the path below the FHIR base or `/dicomweb`),
     or None when it may: its role (`_role_refusal`), then its SMART scopes (`_scope_refusal`). A Bundle
@@ -109,9 +114,7 @@ def _role_refusal(client: ApiClient, method: str, parts: list[str], *, dicomweb:
     role = client.role
     if role == "admin":
         return None
-    reading = method in READ_METHODS or (
-        method == "POST" and bool(parts) and parts[-1] in READ_ONLY_OPERATIONS
-    )
+    reading = _reading(method, parts)
     if dicomweb:
         if role == "auditor":
             return "auditor clients read the audit trail only"
@@ -217,10 +220,7 @@ def break_glass(
     reason = unquote(raw.decode("utf-8", "replace")).strip()  # percent-encoded UTF-8 (HTTP headers are ASCII)
     if not reason or len(reason) > MAX_REASON:
         raise ValueError(f"X-Break-Glass needs the emergency's reason (1 to {MAX_REASON} characters)")
-    reading = method in READ_METHODS or (
-        method == "POST" and bool(parts) and parts[-1] in READ_ONLY_OPERATIONS
-    )
-    if client.role not in ("member", "reader") or not reading:
+    if client.role not in ("member", "reader") or not _reading(method, parts):
         raise ValueError(
             "X-Break-Glass lets a member or reader client read beyond its care relationships; "
             f"it does not apply to a {method} by a {client.role} client"

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from fhir_server.api.access import member_view
 from fhir_server.interactions.capabilities import OperationInfo
 from fhir_server.interactions.member_view import MemberView
 from fhir_server.interactions.service import FhirService
+from fhir_server.model.access_record import MEMBER_VIEW_SCOPE_KEY
 from fhir_server.settings import Settings
 
 
@@ -33,5 +33,7 @@ def base_url(request: Request) -> str:
 
 
 def view_of(request: Request) -> MemberView | None:
-    """The member view of the request's client (None: it sees all)."""
-    return member_view(request.scope)
+    """The member view of the request's client, as the access policy decided it once per request
+    (`access.member_view`, put in the scope for the DICOMweb routes too); None: it sees all."""
+    member = request.scope.get(MEMBER_VIEW_SCOPE_KEY)
+    return MemberView(member) if isinstance(member, str) else None

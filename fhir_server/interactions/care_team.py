@@ -134,8 +134,10 @@ async def settle(service: FhirService, tx: WriteTransaction, changes: list[Resou
     writes to `changes`)."""
     dirty: set[str] = set()
     added: dict[str, set[str]] = {}
-    for change in list(changes):
+    for change in changes:
         kind = change.resource_type
+        if change.unchanged:
+            continue
         if kind == "Patient":
             if _patient_facts(change.previous) != _patient_facts(change.resource):
                 dirty.add(change.id)

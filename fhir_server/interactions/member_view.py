@@ -177,12 +177,20 @@ def _patients_of(registry: SearchRegistry, resource_type: str, resource_id: str,
         return set()
     if resource_type == "Patient":
         return {resource_id}
-    code = patient_param(registry, resource_type)
     out: set[str] = set()
-    for cp in registry.compiled(resource_type):
-        if cp.param.code == code:
-            for node in cp.extract(body):
-                ref = reference_value(node[0])
-                if ref is not None and ref[0] == "Patient" and ref[1] and not ref[2]:
-                    out.add(ref[1])
+    for node in _patient_extractor(registry, resource_type)(body):
+        ref = reference_value(node[0])
+        if ref is not None and ref[0] == "Patient" and ref[1] and not ref[2]:
+            out.add(ref[1])
     return out
+
+
+def _patient_extractor(registry: SearchRegistry, resource_type: str) -> Any:
+    """The compiled extractor of `resource_type`'s patient parameter, found once per type (a page of
+    `$everything` asks it for every resource)."""
+
+    def find() -> Any:
+        code = patient_param(registry, resource_type)
+        return next(cp.extract for cp in registry.compiled(resource_type) if cp.param.code == code)
+
+    return registry.memo(("member-view-patient", resource_type), find)

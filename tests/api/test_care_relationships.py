@@ -13,9 +13,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from fhir_server.hub import Hub, open_hub
-from fhir_server.settings import Settings
+from fhir_server.hub import Hub
 from terminology import cn_resident_id
+from tests.api.conftest import client_hub
 
 TOKENS: dict[str, Any] = {
     "t-admin": "consortium-ops",
@@ -34,15 +34,8 @@ def as_(token: str) -> dict[str, str]:
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = Settings(db=tmp_path / "c.db", api_tokens=TOKENS, audit_flush_seconds=3600, match_review=False)
-    async with open_hub(settings) as opened:
+    async with client_hub(tmp_path, api_tokens=TOKENS) as opened:
         yield opened
-
-
-@pytest.fixture
-async def http(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hub.app), base_url="http://t") as c:
-        yield c
 
 
 class Consortium:

@@ -13,8 +13,8 @@ import pytest
 from adapters.base import HttpSink
 from adapters.dicom.commands import collect
 from fhir_server.errors import FhirError
-from fhir_server.hub import Hub, open_hub
-from fhir_server.settings import Settings
+from fhir_server.hub import Hub
+from tests.api.conftest import client_hub
 
 TOKENS: dict[str, Any] = {
     "t-admin": "consortium-ops",  # a bare name: an admin client, as tokens always were
@@ -27,15 +27,8 @@ TOKENS: dict[str, Any] = {
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = Settings(db=tmp_path / "a.db", api_tokens=TOKENS, audit_flush_seconds=3600, match_review=False)
-    async with open_hub(settings) as opened:
+    async with client_hub(tmp_path, api_tokens=TOKENS) as opened:
         yield opened
-
-
-@pytest.fixture
-async def http(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hub.app), base_url="http://t") as c:
-        yield c
 
 
 def as_(token: str) -> dict[str, str]:

@@ -17,8 +17,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from fhir_server.hub import Hub, open_hub
-from fhir_server.settings import Settings
+from fhir_server.hub import Hub
+from tests.api.conftest import client_hub
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP384R1())
@@ -51,21 +51,8 @@ CLIENTS = {
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
-    settings = Settings(
-        db=tmp_path / "s.db",
-        api_tokens={"t-admin": "ops"},
-        smart_clients=CLIENTS,
-        audit_flush_seconds=3600,
-        match_review=False,
-    )
-    async with open_hub(settings) as opened:
+    async with client_hub(tmp_path, api_tokens={"t-admin": "ops"}, smart_clients=CLIENTS) as opened:
         yield opened
-
-
-@pytest.fixture
-async def http(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=hub.app), base_url="http://t") as c:
-        yield c
 
 
 def assertion(client_id: str, key: Any, kid: str, alg: str, aud: str, **more: Any) -> str:

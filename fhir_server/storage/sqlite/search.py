@@ -85,13 +85,20 @@ SELECTIVE_ENOUGH = 100
 
 
 def _probe(conn: sqlite3.Connection, f: Filter, types: tuple[str, ...], cache: ProbeCache | None) -> int:
-    key = (f, types) if cache is not None and isinstance(f, Chain | Has) else None
-    if key is not None and cache is not None and (n := cache.get(key)) is not None:
-        return n
+    """How many rows (up to `PROBE_LIMIT`) filter `f` drives from; a chained filter's count is cached."""
+    if cache is None or not isinstance(f, Chain | Has):
+        return _count_probe(conn, f, types)
+    key = (f, types)
+    n = cache.get(key)
+    if n is None:
+        n = _count_probe(conn, f, types)
+        cache.put(key, n)
+    return n
+
+
+def _count_probe(conn: sqlite3.Connection, f: Filter, types: tuple[str, ...]) -> int:
     sql = driver_probe(f, types, PROBE_LIMIT)
     (n,) = conn.execute(sql.text, sql.params).fetchone()
-    if key is not None and cache is not None:
-        cache.put(key, int(n))
     return int(n)
 
 

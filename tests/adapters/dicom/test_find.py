@@ -24,15 +24,21 @@ from tests.adapters.dicom.synthetic import make_instance, part10
 from tests.adapters.dicom.test_scp import _find, _store_all
 
 
-@pytest.fixture
-async def hub_listener(tmp_path):
-    settings = Settings(
+def _settings(tmp_path, **more) -> Settings:
+    """A hub whose storage SCP knows AE TOWNA (member org-town-a) and publishes studies quickly."""
+    return Settings(
         db=tmp_path / "hub.db",
         dicom_storage=tmp_path / "dicom",
         dicom_stable_seconds=0.3,
         dicom_known_aes={"TOWNA": "org-town-a"},
         dicom_workers=1,
+        **more,
     )
+
+
+@pytest.fixture
+async def hub_listener(tmp_path):
+    settings = _settings(tmp_path)
     async with open_hub(settings) as hub:
         service = await start_dicom(settings, hub.sink, port=0)
         hub.app.mount("/dicomweb", build_dicomweb_app(settings, hub.sink, service.instances))
@@ -230,15 +236,7 @@ async def test_dicomweb_shows_a_member_the_studies_of_its_persons_only(tmp_path)
         "t-town": {"client": "town-viewer", "member": "org-town-a", "role": "reader"},
         "t-village": {"client": "village-viewer", "member": "HSZWSY", "role": "reader"},
     }
-    settings = Settings(
-        db=tmp_path / "hub.db",
-        dicom_storage=tmp_path / "dicom",
-        dicom_stable_seconds=0.3,
-        dicom_known_aes={"TOWNA": "org-town-a"},
-        dicom_workers=1,
-        api_tokens=tokens,
-        match_review=False,
-    )
+    settings = _settings(tmp_path, api_tokens=tokens, match_review=False)
     admin, town, village = ({"Authorization": f"Bearer {t}"} for t in ("t-admin", "t-town", "t-village"))
     async with open_hub(settings) as hub:
         service = await start_dicom(settings, hub.sink, port=0)
