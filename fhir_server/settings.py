@@ -29,22 +29,13 @@ class ApiClientEntry(BaseModel):
         return self
 
 
-class SmartClientEntry(BaseModel):
+class SmartClientEntry(ApiClientEntry):
     """A SMART Backend Services client (`api/smart.py`): its name, member and role as for a token, the
     public keys it signs its assertions with (a JWKS: `{"keys": [...]}`, RS384 or ES384), and the
     scopes it may be granted (SMART v1 `system/<Type>.read|write|*` or v2 `system/<Type>.cruds`)."""
 
-    client: str
-    member: str | None = None
-    role: Role = "member"
     jwks: dict[str, Any]
     scope: str = "system/*.read"
-
-    @model_validator(mode="after")
-    def _member_roles_name_a_member(self) -> SmartClientEntry:
-        if self.role in ("member", "reader") and not self.member:
-            raise ValueError(f"client {self.client!r} has role {self.role!r} and needs its member's code")
-        return self
 
 
 class Settings(BaseSettings):
